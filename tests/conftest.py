@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import pytest
+from helpers import tiny_config, train_test_tokenizer
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory):
+    """A GPT-NeoX-like tokenizer (eos id 0, `<|padding|>` id 1, no pad token set), trained once per session."""
+    path = tmp_path_factory.mktemp("tokenizer")
+    train_test_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def tokenizer(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def clm_dir(tmp_path_factory, tokenizer_dir):
+    """A tiny random MambaForCausalLM saved as state-spaces/mamba-130m-hf is: weights, config and tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, MambaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    # Pad the vocabulary past the tokenizer, as mamba-130m-hf does (50,277 tokens, 50,280 rows).
+    model = MambaForCausalLM(tiny_config(vocab_size=len(tok) + 3))
+    path = tmp_path_factory.mktemp("clm")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

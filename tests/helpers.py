@@ -1,0 +1,60 @@
+"""Small builders shared by the tests: a tokenizer trained on the fly and tiny random Mamba models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+#: A handful of biomedical sentences; the test tokenizer is trained on them (no download needed).
+SENTENCES = [
+    "Aspirin irreversibly inhibits cyclooxygenase and reduces platelet aggregation.",
+    "Mutations in the BRCA1 gene increase the risk of breast and ovarian cancer.",
+    "Imatinib targets the BCR-ABL tyrosine kinase in chronic myeloid leukemia.",
+    "Huntington's disease is caused by a CAG repeat expansion in the HTT gene.",
+    "Metformin lowers hepatic glucose production in patients with type 2 diabetes.",
+    "The spike protein of SARS-CoV-2 binds the ACE2 receptor.",
+    "Cystic fibrosis results from mutations in the CFTR chloride channel.",
+    "Vitamin K is required for the carboxylation of coagulation factors.",
+    "Dopamine neurons of the substantia nigra degenerate in Parkinson's disease.",
+    "Insulin is secreted by beta cells of the pancreatic islets.",
+    "Which gene is mutated in cystic fibrosis? What does imatinib inhibit?",
+    "Randomized controlled trials (p < 0.05) showed a 23% reduction in mortality.",
+]
+
+
+def data_dir() -> Path:
+    """The real data folder named by BIOMAMBA_DATA_DIR; skips the calling test when it is unset."""
+    value = os.environ.get("BIOMAMBA_DATA_DIR")
+    if not value:
+        pytest.skip("BIOMAMBA_DATA_DIR is not set: real-data tests need the shared data folder")
+    path = Path(value)
+    if not path.is_dir():
+        pytest.fail(f"BIOMAMBA_DATA_DIR={value} is not a directory")
+    return path
+
+
+def train_test_tokenizer(vocab_size: int = 400):
+    from biomamba_hf.tokenization import train_bpe_tokenizer
+
+    return train_bpe_tokenizer(SENTENCES * 5, vocab_size=vocab_size)
+
+
+def tiny_config(vocab_size: int, **overrides):
+    from transformers import MambaConfig
+
+    kwargs = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        state_size=8,
+        num_hidden_layers=2,
+        expand=2,
+        conv_kernel=4,
+        time_step_rank=4,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    kwargs.update(overrides)
+    return MambaConfig(**kwargs)
