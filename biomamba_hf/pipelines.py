@@ -1,0 +1,196 @@
+"""An extractive question-answering pipeline, registered as the ``"question-answering"`` task.
+
+transformers >= 5.3 removed its own question-answering pipeline; after ``import biomamba_hf``,
+``transformers.pipeline("question-answering", model=...)`` builds :class:`QuestionAnsweringPipeline` on every
+transformers 5.x. It serves Mamba QA checkpoints (reading ``config.qa_layout``) and BERT-style QA models alike.
+
+>>> from transformers import pipeline  # doctest: +SKIP
+>>> qa = pipeline("question-answering", model="path/to/biomamba-qa")  # doctest: +SKIP
+>>> qa(question="Which gene is mutated in cystic fibrosis?", context="Cystic fibrosis is caused by CFTR mutations.")
+... # doctest: +SKIP
+{'score': 0.93, 'start': 29, 'end': 33, 'answer': 'CFTR'}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from transformers.pipelines.base import ChunkPipeline
+
+from .modeling import QA_LAYOUTS
+from .qa import extract_answers, prepare_qa_features, resolve_layout
+from .tokenization import prepare_tokenizer_for_qa
+
+
+def _is_qa_model(model) -> bool:
+    return type(model).__name__.endswith("ForQuestionAnswering")
+
+
+class QuestionAnsweringPipeline(ChunkPipeline):
+    """Extractive QA: find the span of ``context`` that answers ``question``.
+
+    Call it with ``question=`` and ``context=`` (strings or equally long lists), a dict with those keys, or a list of
+    such dicts. Each answer is a dict ``{"score", "start", "end", "answer"}`` where
+    ``context[start:end] == answer``. With ``top_k == 1`` one dict is returned per question, otherwise a list of up
+    to ``top_k`` dicts, best first.
+
+    Parameters (at construction or per call):
+        top_k (`int`, defaults to 1): number of ranked answers per question (BioASQ factoid evaluation uses 5).
+        max_answer_len (`int`, defaults to 15): longest answer, in tokens.
+        max_seq_len (`int`, defaults to 384): tokens per model window (question, separators and context).
+        doc_stride (`int`, defaults to 128): context tokens shared by consecutive windows of a long context.
+        max_question_len (`int`, defaults to 64): questions are cut to this many tokens.
+        batch_size (`int`): windows per forward pass (a pipeline argument).
+    """
+
+    _load_tokenizer = True
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_video_processor = False
+    default_input_names = "question,context"
+
+    def __init__(self, model, tokenizer=None, **kwargs):
+        if not _is_qa_model(model):
+            raise ValueError(
+                f"{type(model).__name__} has no question-answering head. Load the model with "
+                "`AutoModelForQuestionAnswering.from_pretrained(...)` (after `import biomamba_hf`) or pass the "
+                "checkpoint name/folder to `pipeline('question-answering', model=...)`."
+            )
+        if tokenizer is None:
+            raise ValueError("The question-answering pipeline needs a tokenizer: pass `tokenizer=`.")
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(
+                f"The question-answering pipeline needs a fast tokenizer with offset mappings, got "
+                f"{type(tokenizer).__name__}. Load it with `AutoTokenizer.from_pretrained(..., use_fast=True)`."
+            )
+        self.layout = resolve_layout(model.config)
+        if self.layout in QA_LAYOUTS and (tokenizer.sep_token is None or tokenizer.pad_token is None):
+            # A tokenizer saved with a causal-LM checkpoint: give it the tokens QA needs (as training would).
+            prepare_tokenizer_for_qa(tokenizer)
+            vocab = model.get_input_embeddings().num_embeddings
+            if max(tokenizer.sep_token_id, tokenizer.pad_token_id) >= vocab:
+                raise ValueError(
+                    f"The tokenizer needs a separator token but the model's {vocab} embeddings have no room for it. "
+                    "Call `biomamba_hf.prepare_tokenizer_for_qa(tokenizer, model)` (it resizes the embeddings) and "
+                    "fine-tune the model before using it for QA."
+                )
+        super().__init__(model=model, tokenizer=tokenizer, **kwargs)
+
+    def _sanitize_parameters(
+        self,
+        top_k=None,
+        max_answer_len=None,
+        max_seq_len=None,
+        doc_stride=None,
+        max_question_len=None,
+        **kwargs,
+    ):
+        preprocess_params = {}
+        for name, value in (
+            ("max_seq_len", max_seq_len),
+            ("doc_stride", doc_stride),
+            ("max_question_len", max_question_len),
+        ):
+            if value is not None:
+                if not isinstance(value, int) or value < (0 if name == "doc_stride" else 1):
+                    raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+                preprocess_params[name] = value
+        postprocess_params = {}
+        if top_k is not None:
+            if not isinstance(top_k, int) or top_k < 1:
+                raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
+            postprocess_params["top_k"] = top_k
+        if max_answer_len is not None:
+            if not isinstance(max_answer_len, int) or max_answer_len < 1:
+                raise ValueError(f"max_answer_len must be a positive integer, got {max_answer_len!r}.")
+            postprocess_params["max_answer_len"] = max_answer_len
+        return preprocess_params, {}, postprocess_params
+
+    @staticmethod
+    def _normalize_inputs(args, kwargs) -> tuple[dict | list[dict], bool]:
+        """Turn the accepted call forms into one example dict or a list of them (and say which)."""
+        if args and ("question" in kwargs or "context" in kwargs):
+            raise ValueError("Pass either positional inputs or `question=`/`context=`, not both.")
+        if not args:
+            if "question" not in kwargs or "context" not in kwargs:
+                raise ValueError("Pass `question=` and `context=`, a dict with those keys, or a list of such dicts.")
+            question, context = kwargs.pop("question"), kwargs.pop("context")
+            if isinstance(question, str) and isinstance(context, str):
+                return {"question": question, "context": context}, False
+            questions = [question] * len(context) if isinstance(question, str) else list(question)
+            contexts = [context] * len(questions) if isinstance(context, str) else list(context)
+            if len(questions) != len(contexts):
+                raise ValueError(f"Got {len(questions)} questions and {len(contexts)} contexts; pass equally many.")
+            return [{"question": q, "context": c} for q, c in zip(questions, contexts)], True
+        if len(args) == 2 and all(isinstance(a, str) for a in args):
+            return {"question": args[0], "context": args[1]}, False
+        if len(args) != 1:
+            raise ValueError("Pass one dict {'question': ..., 'context': ...} or a list of them.")
+        inputs = args[0]
+        if isinstance(inputs, dict):
+            return inputs, False
+        if isinstance(inputs, Iterable) and not isinstance(inputs, str):
+            return list(inputs), True
+        raise ValueError(f"Unsupported input of type {type(inputs).__name__}: pass a dict or a list of dicts.")
+
+    def __call__(self, *args, **kwargs):
+        inputs, batched = self._normalize_inputs(args, kwargs)
+        for i, example in enumerate(inputs if batched else [inputs]):
+            self._validate_example(example, i)
+        return super().__call__(inputs, **kwargs)
+
+    @staticmethod
+    def _validate_example(example, index: int) -> None:
+        if not isinstance(example, dict) or "question" not in example or "context" not in example:
+            raise ValueError(f"Input {index} must be a dict with 'question' and 'context' keys, got {example!r:.80}.")
+        for field in ("question", "context"):
+            value = example[field]
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"Input {index}: `{field}` is empty; pass a non-empty string.")
+
+    def preprocess(self, example, max_seq_len=384, doc_stride=128, max_question_len=64):
+        features = prepare_qa_features(
+            self.tokenizer,
+            [example["question"]],
+            [example["context"]],
+            layout=self.layout,
+            max_seq_len=max_seq_len,
+            doc_stride=doc_stride,
+            max_question_len=max_question_len,
+        )
+        model_keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in features]
+        num_windows = len(features["input_ids"])
+        for w in range(num_windows):
+            item = {k: torch.tensor([features[k][w]]) for k in model_keys}
+            item["offset_mapping"] = features["offset_mapping"][w]
+            item["example"] = example
+            item["is_last"] = w == num_windows - 1
+            yield item
+
+    def _forward(self, inputs):
+        model_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in inputs}
+        output = self.model(**model_inputs)
+        return {
+            "start_logits": output.start_logits,
+            "end_logits": output.end_logits,
+            "offset_mapping": inputs["offset_mapping"],
+            "example": inputs["example"],
+            "is_last": inputs["is_last"],
+        }
+
+    def postprocess(self, all_outputs: list[dict[str, Any]], top_k=1, max_answer_len=15):
+        context = all_outputs[0]["example"]["context"]
+        answers = extract_answers(
+            context,
+            [o["start_logits"][0].float().numpy() for o in all_outputs],
+            [o["end_logits"][0].float().numpy() for o in all_outputs],
+            [o["offset_mapping"] for o in all_outputs],
+            top_k=top_k,
+            max_answer_len=max_answer_len,
+        )
+        if top_k == 1:
+            return answers[0] if answers else {"score": 0.0, "start": 0, "end": 0, "answer": ""}
+        return answers
