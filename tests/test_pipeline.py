@@ -1,0 +1,193 @@
+import types
+
+import pytest
+import torch
+import transformers
+from helpers import tiny_config
+from packaging.version import Version
+from transformers import AutoTokenizer, MambaForCausalLM, pipeline
+from transformers.modeling_outputs import QuestionAnsweringModelOutput
+
+from biomamba_hf import MambaForQuestionAnswering, QuestionAnsweringPipeline, prepare_tokenizer_for_qa
+from biomamba_hf.qa import prepare_qa_features
+
+QUESTION = "Which gene is mutated in cystic fibrosis?"
+FILLER = "Insulin is secreted by beta cells of the pancreatic islets. "
+CONTEXT = FILLER * 6 + "Cystic fibrosis results from mutations in the CFTR chloride channel. " + FILLER * 2
+
+
+class MarkerForQuestionAnswering(MambaForQuestionAnswering):
+    """A QA model whose logits we control: start/end logits peak on every occurrence of `answer_ids`."""
+
+    answer_ids: list[int] = []
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        start = torch.zeros(input_ids.shape)
+        end = torch.zeros(input_ids.shape)
+        n = len(self.answer_ids)
+        for b, row in enumerate(input_ids.tolist()):
+            for i in range(len(row) - n + 1):
+                if row[i : i + n] == self.answer_ids:
+                    start[b, i] = end[b, i + n - 1] = 10.0
+        return QuestionAnsweringModelOutput(start_logits=start, end_logits=end)
+
+
+def marker_pipeline(tokenizer, answer, layout):
+    prepare_tokenizer_for_qa(tokenizer)
+    model = MarkerForQuestionAnswering(tiny_config(len(tokenizer), qa_layout=layout))
+    model.answer_ids = tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
+    return pipeline("question-answering", model=model, tokenizer=tokenizer)
+
+
+def test_upstream_task_removal_shape():
+    """Fails loudly if transformers changes how it removes pipeline tasks (see registration.py)."""
+    from transformers import pipelines
+
+    if Version(transformers.__version__) >= Version("5.3"):
+        assert isinstance(pipelines.REMOVED_TASKS, dict)
+        assert "summarization" in pipelines.REMOVED_TASKS, "upstream no longer removes tasks via REMOVED_TASKS"
+        with pytest.raises(KeyError):
+            pipelines._resolve_deprecated_task("summarization")
+    assert "question-answering" not in getattr(pipelines, "REMOVED_TASKS", {})
+    _, task_info, _ = pipelines.PIPELINE_REGISTRY.check_task("question-answering")
+    assert task_info["impl"] is QuestionAnsweringPipeline
+
+
+def test_pipeline_from_causal_lm_folder(clm_dir):
+    qa = pipeline("question-answering", model=str(clm_dir))
+    assert isinstance(qa, QuestionAnsweringPipeline) and type(qa.model) is MambaForQuestionAnswering
+    assert qa.tokenizer.sep_token == "<|sep|>" and qa.tokenizer.pad_token == "<|padding|>"
+    best = qa(question=QUESTION, context=CONTEXT)
+    assert set(best) == {"score", "start", "end", "answer"}
+    assert CONTEXT[best["start"] : best["end"]] == best["answer"] and best["answer"]
+    assert best["answer"] == best["answer"].strip()
+    ranked = qa(question=QUESTION, context=CONTEXT, top_k=5, max_seq_len=40, doc_stride=10)
+    assert 1 <= len(ranked) <= 5
+    assert [a["score"] for a in ranked] == sorted((a["score"] for a in ranked), reverse=True)
+    assert len({(a["start"], a["end"]) for a in ranked}) == len(ranked)
+
+
+def test_pipeline_reads_layout_and_tokenizer_from_checkpoint(tmp_path, tokenizer):
+    prepare_tokenizer_for_qa(tokenizer)
+    model = MambaForQuestionAnswering(tiny_config(len(tokenizer), qa_layout="repeat_context"))
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    qa = pipeline("question-answering", model=str(tmp_path))
+    assert qa.layout == "repeat_context"
+    assert qa.tokenizer.sep_token_id == tokenizer.sep_token_id
+    assert AutoTokenizer.from_pretrained(tmp_path)("a <|sep|> b")["input_ids"] == tokenizer("a <|sep|> b")["input_ids"]
+
+
+@pytest.mark.parametrize("layout", ["question_first", "repeat_context"])
+@pytest.mark.parametrize("max_seq_len", [512, 40])  # one window / many windows
+def test_spans_are_exact(tokenizer, layout, max_seq_len):
+    qa = marker_pipeline(tokenizer, "CFTR", layout)
+    best = qa(question=QUESTION, context=CONTEXT, max_seq_len=max_seq_len, doc_stride=12)
+    assert best["answer"] == "CFTR"
+    assert best["start"] == CONTEXT.index("CFTR") and best["end"] == best["start"] + 4
+    features = prepare_qa_features(
+        qa.tokenizer, [QUESTION], [CONTEXT], layout=layout, max_seq_len=max_seq_len, doc_stride=12
+    )
+    assert (len(features["input_ids"]) > 1) == (max_seq_len == 40)
+
+
+def test_input_forms_and_batching_agree(tokenizer):
+    qa = marker_pipeline(tokenizer, "CFTR", "question_first")
+    example = {"question": QUESTION, "context": CONTEXT}
+    single = qa(question=QUESTION, context=CONTEXT, max_seq_len=40)
+    assert qa(example, max_seq_len=40) == single
+    other = {"question": "What do beta cells secrete?", "context": FILLER * 3}
+    listed = qa([example, other, example], max_seq_len=40)
+    assert len(listed) == 3 and listed[0] == single == listed[2]
+    assert qa([example, other, example], max_seq_len=40, batch_size=4) == listed
+    assert qa(question=[QUESTION, QUESTION], context=[CONTEXT, CONTEXT], max_seq_len=40) == [single, single]
+
+
+def test_bert_style_models_use_the_pair_layout(bert_tokenizer):
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    config = BertConfig(
+        vocab_size=len(bert_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+    )
+    qa = pipeline("question-answering", model=BertForQuestionAnswering(config), tokenizer=bert_tokenizer)
+    assert qa.layout == "pair"
+    answers = qa(question=QUESTION, context=CONTEXT, top_k=3, max_seq_len=48, doc_stride=16)
+    assert answers and all(CONTEXT[a["start"] : a["end"]] == a["answer"] for a in answers)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda qa: qa(question="", context=CONTEXT), "Input 0: `question` is empty"),
+        (lambda qa: qa(question=QUESTION, context="   "), "Input 0: `context` is empty"),
+        (lambda qa: qa([{"question": QUESTION}]), "Input 0 must be a dict with 'question' and 'context' keys"),
+        (lambda qa: qa(question=[QUESTION] * 2, context=[CONTEXT] * 3), "Got 2 questions and 3 contexts"),
+        (lambda qa: qa(question=QUESTION, context=CONTEXT, top_k=0), "top_k must be a positive integer, got 0"),
+        (lambda qa: qa(question=QUESTION, context=CONTEXT, max_seq_len=4), "leaves no room for context"),
+        (lambda qa: qa(42), "Unsupported input of type int"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(tokenizer, call, message):
+    qa = marker_pipeline(tokenizer, "CFTR", "question_first")
+    with pytest.raises(ValueError, match=message):
+        call(qa)
+
+
+def test_models_and_tokenizers_that_cannot_do_qa(tokenizer, clm_dir):
+    with pytest.raises(ValueError, match="MambaForCausalLM has no question-answering head"):
+        pipeline("question-answering", model=MambaForCausalLM.from_pretrained(clm_dir), tokenizer=tokenizer)
+    model = MambaForQuestionAnswering(tiny_config(len(tokenizer) + 3))
+    with pytest.raises(ValueError, match="needs a fast tokenizer with offset mappings"):
+        QuestionAnsweringPipeline(model=model, tokenizer=types.SimpleNamespace(is_fast=False))
+    small = MambaForQuestionAnswering(tiny_config(len(tokenizer)))
+    with pytest.raises(ValueError, match="have no room for it"):
+        pipeline("question-answering", model=small, tokenizer=tokenizer)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["question_first", "repeat_context"])
+def test_each_layout_trains_end_to_end(tokenizer, layout):
+    """Fine-tune a tiny model on a few examples with the layout's features; the pipeline then finds the answers."""
+    torch.manual_seed(0)
+    prepare_tokenizer_for_qa(tokenizer)
+    model = MambaForQuestionAnswering(tiny_config(len(tokenizer), qa_layout=layout, hidden_size=64))
+    examples = [
+        (
+            "Which gene is mutated in cystic fibrosis?",
+            "Cystic fibrosis results from mutations in the CFTR gene.",
+            "CFTR",
+        ),
+        ("What does imatinib target?", "Imatinib targets the BCR-ABL tyrosine kinase.", "BCR-ABL"),
+        (
+            "Which receptor does the spike protein bind?",
+            "The spike protein of SARS-CoV-2 binds the ACE2 receptor.",
+            "ACE2",
+        ),
+    ]
+    questions, contexts, answers = map(list, zip(*examples))
+    features = prepare_qa_features(
+        tokenizer,
+        questions,
+        contexts,
+        layout=layout,
+        answer_starts=[c.index(a) for c, a in zip(contexts, answers)],
+        answer_texts=answers,
+    )
+    batch = tokenizer.pad({"input_ids": features["input_ids"]}, return_tensors="pt")
+    starts, ends = torch.tensor(features["start_positions"]), torch.tensor(features["end_positions"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        loss = model(**batch, start_positions=starts, end_positions=ends).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.2 * losses[0]
+    qa = pipeline("question-answering", model=model.eval(), tokenizer=tokenizer)
+    predicted = [r["answer"] for r in qa([{"question": q, "context": c} for q, c in zip(questions, contexts)])]
+    assert predicted == answers

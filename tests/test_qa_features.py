@@ -1,0 +1,159 @@
+import numpy as np
+import pytest
+
+from biomamba_hf import prepare_tokenizer_for_qa
+from biomamba_hf.qa import extract_answers, prepare_qa_features
+
+QUESTION = "Which gene is mutated in cystic fibrosis?"
+CONTEXT = "Cystic fibrosis results from mutations in the CFTR chloride channel."
+ANSWER = "CFTR"
+
+
+@pytest.fixture
+def qa_tokenizer(tokenizer):
+    return prepare_tokenizer_for_qa(tokenizer)
+
+
+def _decode_label(tok, features, f):
+    ids = features["input_ids"][f][features["start_positions"][f] : features["end_positions"][f] + 1]
+    return tok.decode(ids).strip()
+
+
+def test_prepare_tokenizer_adds_pad_and_sep_once(tokenizer):
+    n = len(tokenizer)
+    assert tokenizer.pad_token is None and tokenizer.sep_token is None
+    prepare_tokenizer_for_qa(tokenizer)
+    assert tokenizer.pad_token == "<|padding|>" and tokenizer.pad_token_id == 1
+    assert tokenizer.sep_token == "<|sep|>" and len(tokenizer) == n + 1
+    prepare_tokenizer_for_qa(tokenizer)
+    assert len(tokenizer) == n + 1
+
+
+def test_prepare_tokenizer_resizes_a_model_without_room(tokenizer):
+    from helpers import tiny_config
+    from transformers import MambaForCausalLM
+
+    model = MambaForCausalLM(tiny_config(len(tokenizer)))
+    prepare_tokenizer_for_qa(tokenizer, model)
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer)
+    assert model.config.sep_token_id == tokenizer.sep_token_id
+
+
+def test_question_first_layout(qa_tokenizer):
+    start = CONTEXT.index(ANSWER)
+    f = prepare_qa_features(qa_tokenizer, [QUESTION], [CONTEXT], answer_starts=[start], answer_texts=[ANSWER])
+    q_ids = qa_tokenizer(QUESTION, add_special_tokens=False)["input_ids"]
+    c_ids = qa_tokenizer(CONTEXT, add_special_tokens=False)["input_ids"]
+    assert f["input_ids"] == [q_ids + [qa_tokenizer.sep_token_id] + c_ids]
+    offsets = f["offset_mapping"][0]
+    assert offsets[: len(q_ids) + 1] == [None] * (len(q_ids) + 1)
+    assert all(o is not None for o in offsets[len(q_ids) + 1 :])
+    assert _decode_label(qa_tokenizer, f, 0) == ANSWER
+
+
+def test_repeat_context_layout_reads_second_copy(qa_tokenizer):
+    start = CONTEXT.index(ANSWER)
+    f = prepare_qa_features(
+        qa_tokenizer, [QUESTION], [CONTEXT], layout="repeat_context", answer_starts=[start], answer_texts=[ANSWER]
+    )
+    q_ids = qa_tokenizer(QUESTION, add_special_tokens=False)["input_ids"]
+    c_ids = qa_tokenizer(CONTEXT, add_special_tokens=False)["input_ids"]
+    sep = qa_tokenizer.sep_token_id
+    assert f["input_ids"] == [q_ids + [sep] + c_ids + [sep] + c_ids]
+    second_copy = len(q_ids) + 2 + len(c_ids)
+    assert f["start_positions"][0] >= second_copy
+    assert all(o is None for o in f["offset_mapping"][0][:second_copy])
+    assert _decode_label(qa_tokenizer, f, 0) == ANSWER
+
+
+@pytest.mark.parametrize("layout", ["question_first", "repeat_context"])
+def test_long_context_windows_cover_everything(qa_tokenizer, layout):
+    filler = "Insulin is secreted by beta cells of the pancreatic islets. " * 8
+    context = filler + CONTEXT + " " + filler
+    start = context.index(ANSWER)
+    f = prepare_qa_features(
+        qa_tokenizer,
+        [QUESTION],
+        [context],
+        layout=layout,
+        max_seq_len=48,
+        doc_stride=8,
+        answer_starts=[start],
+        answer_texts=[ANSWER],
+    )
+    n_ctx = len(qa_tokenizer(context, add_special_tokens=False)["input_ids"])
+    assert len(f["input_ids"]) > 2
+    assert all(len(ids) <= 48 for ids in f["input_ids"])
+    covered = set()
+    for offsets in f["offset_mapping"]:
+        covered.update(o for o in offsets if o is not None)
+    assert len(covered) == n_ctx  # every context token is readable in some window
+    labelled = [i for i, offsets in enumerate(f["offset_mapping"]) if offsets[f["start_positions"][i]] is not None]
+    assert labelled, "the answer must be labelled in at least one window"
+    for i in labelled:
+        assert _decode_label(qa_tokenizer, f, i) == ANSWER
+    q_len = len(qa_tokenizer(QUESTION, add_special_tokens=False)["input_ids"])
+    for i in set(range(len(f["input_ids"]))) - set(labelled):
+        assert f["start_positions"][i] == f["end_positions"][i] == q_len  # the separator: "not in this window"
+
+
+def test_feature_errors(qa_tokenizer, tokenizer):
+    with pytest.raises(ValueError, match="Question 0 is empty"):
+        prepare_qa_features(qa_tokenizer, ["  "], [CONTEXT])
+    with pytest.raises(ValueError, match="Context 1 is empty"):
+        prepare_qa_features(qa_tokenizer, [QUESTION, QUESTION], [CONTEXT, ""])
+    with pytest.raises(ValueError, match="leaves no room for context"):
+        prepare_qa_features(qa_tokenizer, [QUESTION], [CONTEXT], max_seq_len=5)
+    with pytest.raises(ValueError, match="Unknown QA layout 'backwards'"):
+        prepare_qa_features(qa_tokenizer, [QUESTION], [CONTEXT], layout="backwards")
+
+
+def test_feature_error_without_separator():
+    from helpers import train_test_tokenizer
+
+    with pytest.raises(ValueError, match="has no separator token. Call `biomamba_hf.prepare_tokenizer_for_qa"):
+        prepare_qa_features(train_test_tokenizer(), [QUESTION], [CONTEXT])
+
+
+def _logits_for(n, start, end):
+    s, e = np.zeros(n), np.zeros(n)
+    s[start], e[end] = 10.0, 10.0
+    return s, e
+
+
+def test_extract_answers_maps_offsets_and_strips_spaces():
+    context = "The CFTR gene"
+    offsets = [None, (0, 3), (3, 8), (8, 13)]  # GPT-NeoX style: leading spaces belong to the token
+    s, e = _logits_for(4, 2, 2)
+    (best,) = extract_answers(context, [s], [e], [offsets])
+    assert best["answer"] == "CFTR" and context[best["start"] : best["end"]] == "CFTR"
+    assert 0.9 < best["score"] <= 1.0
+
+
+def test_extract_answers_ranks_dedupes_windows_and_limits_length():
+    context = "alpha beta gamma delta"
+    offsets_a = [None, (0, 5), (5, 10), (10, 16)]
+    offsets_b = [None, (5, 10), (10, 16), (16, 22)]  # overlapping window
+    sa, ea = _logits_for(4, 2, 2)  # "beta" in window a
+    sb, eb = _logits_for(4, 1, 1)  # "beta" again in window b
+    answers = extract_answers(context, [sa, sb], [ea, eb], [offsets_a, offsets_b], top_k=5)
+    texts = [a["answer"] for a in answers]
+    assert texts[0] == "beta" and texts.count("beta") == 1
+    assert [a["score"] for a in answers] == sorted((a["score"] for a in answers), reverse=True)
+    assert all(context[a["start"] : a["end"]] == a["answer"] for a in answers)
+    s, e = _logits_for(4, 1, 3)
+    (best,) = extract_answers(context, [s], [e], [offsets_a], max_answer_len=2)
+    assert len(best["answer"].split()) <= 2
+    with pytest.raises(ValueError, match="top_k must be >= 1"):
+        extract_answers(context, [s], [e], [offsets_a], top_k=0)
+
+
+def test_pair_layout_for_bert_style_tokenizers(bert_tokenizer):
+    start = CONTEXT.index(ANSWER)
+    f = prepare_qa_features(
+        bert_tokenizer, [QUESTION], [CONTEXT], layout="pair", answer_starts=[start], answer_texts=[ANSWER]
+    )
+    ids = f["input_ids"][0]
+    assert ids[0] == bert_tokenizer.cls_token_id and ids[-1] == bert_tokenizer.sep_token_id
+    assert "token_type_ids" in f
+    assert _decode_label(bert_tokenizer, f, 0).replace(" ", "") == ANSWER.lower()
