@@ -14,7 +14,8 @@ versions 3 and later), with the two rules it leaves to the submitter made explic
 * **strict accuracy**: the first candidate matches; **lenient accuracy**: one of the candidates matches;
   **MRR**: mean over questions of 1/rank of the first matching candidate (0 if none);
 * every question of the references counts; **a question without a prediction scores 0** (the Java evaluator
-  fails instead, which is why :func:`to_submission` lists every golden question);
+  fails instead, which is why :func:`to_submission` lists every golden question), and so does a question whose
+  gold answers are all blank (one in the 4b golden files);
 * predictions for question ids that are not in the references are **ignored** (as the evaluator ignores them)
   and only counted in ``num_unknown_predictions``, so that a wrong id format shows up instead of passing silently.
 
@@ -25,6 +26,7 @@ batches** (:func:`bioasq_factoid_batches`), which we give next to the micro aver
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -59,6 +61,8 @@ MAX_CANDIDATES = 5
 PathLike = str | os.PathLike[str]
 #: One submitted answer: a string, or a list of synonym strings (BioASQ submission format).
 Candidate = str | Sequence[str]
+
+logger = logging.getLogger(__name__)
 
 _METRIC_KEYS = ("strict_acc", "lenient_acc", "mrr")
 
@@ -117,12 +121,7 @@ def _gold_synonyms(answers: Any, qid: str) -> set[str]:
     synonyms = set()
     for i, answer in enumerate(answers):
         synonyms.update(normalize_answer(s) for s in _candidate_strings(answer, f"{where}[{i}]"))
-    synonyms.discard("")
-    if not synonyms:
-        raise ValueError(
-            f"{where} has no non-empty gold answer ({answers!r}): a question without a gold answer cannot be "
-            "scored; remove it from the references"
-        )
+    synonyms.discard("")  # a question whose gold answers are all blank can only score 0
     return synonyms
 
 
@@ -478,7 +477,7 @@ def _as_paths(paths: PathLike | Iterable[PathLike], name: str) -> list[Path]:
 
 def _string_lists(value: Any) -> list[list[str]] | None:
     """``exact_answer`` as a list of synonym lists, or None when it has another shape."""
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, list):
         return None
     if all(isinstance(s, str) for s in value):  # a flat list: the synonyms of one answer
         return [list(value)]
@@ -491,8 +490,9 @@ def read_golden_questions(path: PathLike, question_types: Iterable[str] | None =
     """The questions of one BioASQ golden/training JSON file, validated, keeping those of ``question_types``.
 
     Checks the ``questions`` list, each question's ``id`` and ``type``, and for factoid and list questions the
-    ``exact_answer`` (a non-empty list of synonym lists); a bad record raises ``ValueError`` naming the file, the
-    question id and the field. ``question_types=None`` keeps every question.
+    ``exact_answer`` (a list of synonym lists; a flat list of strings is read as one answer's synonyms); a bad
+    record raises ``ValueError`` naming the file, the question id and the field. A question whose gold answers
+    are all blank is kept with a logged warning (it scores 0). ``question_types=None`` keeps every question.
     """
     path = Path(path)
     data = read_json(path)
@@ -521,10 +521,18 @@ def read_golden_questions(path: PathLike, question_types: Iterable[str] | None =
             continue
         if qtype in ("factoid", "list"):
             answers = _string_lists(question.get("exact_answer"))
-            if answers is None or not any(s.strip() for a in answers for s in a):
+            if answers is None:
                 raise ValueError(
-                    f"{path}: question {qid!r} (questions[{i}]): field 'exact_answer' must be a non-empty list of "
-                    f'synonym lists such as [["Factor Xa", "FXa"]], got {question.get("exact_answer")!r}'
+                    f"{path}: question {qid!r} (questions[{i}]): field 'exact_answer' must be a list of synonym "
+                    f'lists such as [["Factor Xa", "FXa"]], got {question.get("exact_answer")!r}'
+                )
+            if not any(s.strip() for a in answers for s in a):
+                # Real golden files have such questions (4B5 has [[" "]]); they count, and can only score 0.
+                logger.warning(
+                    "%s: question %r has no non-blank gold answer (exact_answer=%r); it counts and scores 0",
+                    path,
+                    qid,
+                    question.get("exact_answer"),
                 )
             question = {**question, "exact_answer": answers}
         questions.append(question)
