@@ -632,7 +632,17 @@ def attach_model_card(trainer: Trainer, **card_kwargs) -> Trainer:
     both produce the card ``examples/push_to_hub.py`` produces. ``card_kwargs`` go to :func:`save_model_card`
     (e.g. ``pretraining_dir=`` for a QA run started from a local pretraining run). The repo id defaults to
     ``args.hub_model_id``. Returns the trainer.
+
+    Raises:
+        ValueError: if ``args.hub_token`` is set. ``Trainer`` pickles its arguments, token included, into
+            ``training_args.bin`` and its ``push_to_hub`` uploads that file; give the token through ``HF_TOKEN`` or
+            ``hf auth login`` instead, so it never reaches a file.
     """
+    if trainer.args.hub_token:
+        raise ValueError(
+            "--hub_token would be saved in training_args.bin (Trainer pickles its arguments) and uploaded by "
+            "--push_to_hub. Remove --hub_token and give the token with `hf auth login` or the HF_TOKEN variable."
+        )
 
     def create_model_card(*args, **kwargs) -> None:
         if not trainer.is_world_process_zero():

@@ -1,0 +1,468 @@
+"""The model card is rendered from recorded result files only; its metadata parses and matches them exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from helpers import tiny_config
+from huggingface_hub import ModelCard
+from huggingface_hub.repocard_data import model_index_to_eval_results
+
+from biomamba_hf import MambaForQuestionAnswering, hub, prepare_tokenizer_for_qa
+
+REPO_ID = "LeoYML/biomamba-130m"
+FAKE_TOKEN = "hf_" + "Q7xK2mV9pL4rT8wN3bY6cZ1dF5gH0jS2aE"
+
+# What examples/run_clm.py and examples/run_qa.py record (Trainer.save_metrics / save_state / save_run_arguments).
+CLM_RESULTS = {
+    "epoch": 0.9982,
+    "eval_loss": 1.0723450183868408,
+    "eval_runtime": 12.31,
+    "eval_samples": 611,
+    "perplexity": 2.922144510784612,
+    "train_loss": 1.2345678,
+    "train_runtime": 5021.337,
+    "train_samples": 76800,
+}
+QA_RESULTS = {
+    "bioasq_4b_strict_acc": 0.3416149068322981,
+    "bioasq_4b_lenient_acc": 0.5093167701863354,
+    "bioasq_4b_mrr": 0.4107142857142857,
+    "bioasq_4b_num_questions": 161,
+    "bioasq_5b_strict_acc": 0.36,
+    "bioasq_5b_lenient_acc": 0.5266666666666666,
+    "bioasq_5b_mrr": 0.4261111111111111,
+    "bioasq_5b_num_questions": 150,
+    "train_loss": 2.0471,
+    "epoch": 3.0,
+}
+CLM_ARGS = {
+    "model_name_or_path": "state-spaces/mamba-130m-hf",
+    "train_file": "/data/someone/pubmed/train.jsonl.gz",
+    "validation_file": "/data/someone/pubmed/dev.jsonl.gz",
+    "block_size": 2048,
+    "max_steps": 4800,
+    "per_device_train_batch_size": 16,
+    "gradient_accumulation_steps": 2,
+    "world_size": 8,
+    "learning_rate": 0.0006,
+    "lr_scheduler_type": "cosine_with_min_lr",
+    "lr_scheduler_kwargs": {"min_lr": 1e-05},
+    "warmup_ratio": 0.01,
+    "warmup_steps": 0,
+    "optim": "adamw_torch_fused",
+    "adam_beta1": 0.9,
+    "adam_beta2": 0.95,
+    "weight_decay": 0.1,
+    "max_grad_norm": 1.0,
+    "bf16": True,
+    "fp16": False,
+    "seed": 42,
+    "hub_token": "<HUB_TOKEN>",
+}
+
+
+def write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2), encoding="utf-8")
+
+
+def write_clm_run(run_dir: Path, results=CLM_RESULTS, args=CLM_ARGS) -> Path:
+    log_history = [{"step": step, "loss": 3.2 - step / 2400, "learning_rate": 6e-4} for step in range(100, 4801, 100)]
+    log_history += [{"step": step, "eval_loss": 2.4 - step / 3600} for step in range(1200, 4801, 1200)]
+    write_json(run_dir / "all_results.json", results)
+    write_json(run_dir / "trainer_state.json", {"global_step": 4800, "max_steps": 4800, "log_history": log_history})
+    write_json(run_dir / "run_args.json", args)
+    return run_dir
+
+
+def write_qa_run(run_dir: Path, tokenizer_dir: Path, results=QA_RESULTS) -> Path:
+    """A tiny QA checkpoint (weights, config, tokenizer) with the files run_qa.py records beside it."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    model = MambaForQuestionAnswering(tiny_config(len(tokenizer) + 3))
+    prepare_tokenizer_for_qa(tokenizer, model)
+    model.save_pretrained(run_dir)
+    tokenizer.save_pretrained(run_dir)
+    write_json(run_dir / "all_results.json", results)
+    write_json(
+        run_dir / "trainer_state.json",
+        {"global_step": 60, "max_steps": 60, "log_history": [{"step": s, "loss": 5.0 - s / 20} for s in (20, 40, 60)]},
+    )
+    write_json(
+        run_dir / "run_args.json",
+        {"model_name_or_path": "/scratch/runs/clm", "max_seq_length": 512, "doc_stride": 128, "learning_rate": 5e-05,
+         "num_train_epochs": 3.0, "per_device_train_batch_size": 8, "world_size": 1, "seed": 42},
+    )  # fmt: skip
+    return run_dir
+
+
+@pytest.fixture
+def runs(tmp_path, tokenizer_dir):
+    return write_clm_run(tmp_path / "clm"), write_qa_run(tmp_path / "qa", tokenizer_dir)
+
+
+def eval_results_by_key(card: ModelCard, model_name: str = "biomamba-130m") -> dict[tuple[str, str, str], object]:
+    """The card's model-index, read from its raw YAML header with huggingface_hub's own parser."""
+    metadata = yaml.safe_load(card.content.split("---\n")[1])
+    name, results = model_index_to_eval_results(metadata["model-index"])
+    assert name == model_name
+    assert results == card.data.eval_results  # ModelCardData reads the same entries
+    return {(r.dataset_name, r.dataset_split, r.metric_type): r for r in results}
+
+
+def test_metadata_parses_and_equals_the_results_files(runs):
+    clm_dir, qa_dir = runs
+    path = hub.save_model_card(qa_dir, pretraining_dir=clm_dir, qa_dir=qa_dir, repo_id=REPO_ID)
+    card = ModelCard(path.read_text(encoding="utf-8"))  # parsed the way the Hub parses it
+
+    assert card.data.license == "apache-2.0"
+    assert card.data.library_name == "transformers"
+    assert card.data.pipeline_tag == "question-answering"
+    assert card.data.base_model == "state-spaces/mamba-130m-hf"
+    assert card.data.datasets == ["pubmed", "bioasq"]
+    assert {"mamba", "biomedical", "pubmed", "bioasq"} <= set(card.data.tags)
+
+    results = eval_results_by_key(card)
+    expected = {
+        ("BioASQ 4b factoid", "test", "strict_accuracy"): QA_RESULTS["bioasq_4b_strict_acc"],
+        ("BioASQ 4b factoid", "test", "lenient_accuracy"): QA_RESULTS["bioasq_4b_lenient_acc"],
+        ("BioASQ 4b factoid", "test", "mrr"): QA_RESULTS["bioasq_4b_mrr"],
+        ("BioASQ 5b factoid", "test", "strict_accuracy"): QA_RESULTS["bioasq_5b_strict_acc"],
+        ("BioASQ 5b factoid", "test", "lenient_accuracy"): QA_RESULTS["bioasq_5b_lenient_acc"],
+        ("BioASQ 5b factoid", "test", "mrr"): QA_RESULTS["bioasq_5b_mrr"],
+        ("PubMed abstracts", "validation", "cross_entropy"): CLM_RESULTS["eval_loss"],
+        ("PubMed abstracts", "validation", "perplexity"): CLM_RESULTS["perplexity"],
+    }
+    assert {key: r.metric_value for key, r in results.items()} == expected  # exact: no rounding, nothing invented
+    for (dataset, _, _), result in results.items():
+        assert result.dataset_type == ("bioasq" if dataset.startswith("BioASQ") else "pubmed")
+        assert result.metric_args["definition"]  # each metric says how it was computed
+    assert results[("BioASQ 4b factoid", "test", "mrr")].dataset_config == "4b"
+    assert "averaged over the 5 batches" in results[("BioASQ 5b factoid", "test", "mrr")].metric_args["averaging"]
+    assert "real tokens only" in results[("PubMed abstracts", "validation", "perplexity")].metric_args["tokens"]
+
+
+EXPECTED_BODY = r"""
+<!-- This card was generated by biomamba_hf.hub.save_model_card from the files the training runs recorded
+\(all_results.json, trainer_state.json, run_args.json\). Edit model_card.md in biomamba_hf, not this file. -->
+
+# biomamba-130m
+
+biomamba-130m is a \[Mamba\]\(https://arxiv.org/abs/2312.00752\) language model \(selective state-space model, no
+attention\) adapted to biomedical text following the BioMamba recipe: continued next-token pretraining on PubMed abstracts, then fine-tuning for extractive question answering on BioASQ factoid questions.
+It is built on \[`state-spaces/mamba-130m-hf`\]\(https://huggingface.co/state-spaces/mamba-130m-hf\) and packaged with
+`biomamba_hf`, which adds a `MambaForQuestionAnswering` head and an
+extractive question-answering pipeline to 🤗 Transformers.
+
+- \*\*Architecture:\*\* `MambaForQuestionAnswering` \([\d,]+ parameters, 2 layers, d_model 32, state size 8, vocabulary \d+\)
+- \*\*Base model:\*\* \[`state-spaces/mamba-130m-hf`\]\(https://huggingface.co/state-spaces/mamba-130m-hf\)
+- \*\*QA input layout:\*\* `question_first` \(recorded as `config.qa_layout`; the pipeline and the head read it\)
+- \*\*Language:\*\* English \(biomedical literature\)
+- \*\*License:\*\* apache-2.0
+
+## Usage
+
+```bash
+pip install biomamba_hf
+```
+
+`import biomamba_hf` registers `MambaForQuestionAnswering` with `AutoModelForQuestionAnswering` and the
+`"question-answering"` pipeline \(which transformers >= 5.3 no longer ships\).
+
+```python
+import biomamba_hf  # noqa: F401  \(registers the Mamba QA head and pipeline\)
+from transformers import AutoModelForQuestionAnswering, AutoTokenizer, pipeline
+
+qa = pipeline\("question-answering", model="LeoYML/biomamba-130m"\)
+print\(qa\(question="Which gene is mutated in cystic fibrosis\?",
+         context="Cystic fibrosis results from mutations in the CFTR chloride channel."\)\)
+
+tokenizer = AutoTokenizer.from_pretrained\("LeoYML/biomamba-130m"\)
+model = AutoModelForQuestionAnswering.from_pretrained\("LeoYML/biomamba-130m"\)
+```
+
+Text generation uses the stock `MambaForCausalLM` \(its output layer is tied to the input embeddings\):
+
+```python
+from transformers import AutoTokenizer, MambaForCausalLM
+
+tokenizer = AutoTokenizer.from_pretrained\("LeoYML/biomamba-130m"\)
+model = MambaForCausalLM.from_pretrained\("LeoYML/biomamba-130m"\)
+input_ids = tokenizer\("Aspirin irreversibly inhibits", return_tensors="pt"\).input_ids
+print\(tokenizer.decode\(model.generate\(input_ids, max_new_tokens=20\)\[0\]\)\)
+```
+
+This checkpoint was fine-tuned for extractive QA, so its language-modelling quality may be below that of the
+continued-pretraining checkpoint; use the latter for generation.
+
+## Training recipe
+
+### Continued pretraining
+
+Next-token prediction on biomedical text with 🤗 `Trainer` \(`examples/run_clm.py`\).
+
+\| setting \| value \|
+\|---\|---\|
+\| initialised from \| state-spaces/mamba-130m-hf \|
+\| training data \| train.jsonl.gz \|
+\| validation data \| dev.jsonl.gz \|
+\| sequence length \(tokens\) \| 2048 \|
+\| max steps \| 4800 \|
+\| batch size per device \| 16 \|
+\| gradient accumulation steps \| 2 \|
+\| devices \| 8 \|
+\| peak learning rate \| 0.0006 \|
+\| learning-rate schedule \| cosine_with_min_lr \|
+\| schedule arguments \| \{"min_lr": 1e-05\} \|
+\| warmup ratio \| 0.01 \|
+\| optimizer \| adamw_torch_fused \|
+\| Adam beta1 \| 0.9 \|
+\| Adam beta2 \| 0.95 \|
+\| weight decay \| 0.1 \|
+\| gradient clipping \(max norm\) \| 1.0 \|
+\| bf16 \| True \|
+\| seed \| 42 \|
+\| tokens per optimizer step \| 524,288 \|
+\| optimizer steps run \| 4800 \|
+\| final mean training loss \| 1.2346 \|
+\| training time \(s\) \| 5021.337 \|
+
+### Fine-tuning for extractive QA
+
+Start/end span prediction on BioASQ factoid questions with 🤗 `Trainer` \(`examples/run_qa.py`\).
+
+\| setting \| value \|
+\|---\|---\|
+\| initialised from \| clm \|
+\| sequence length \(tokens\) \| 512 \|
+\| document stride \(tokens\) \| 128 \|
+\| max steps \| 60 \|
+\| epochs \| 3.0 \|
+\| batch size per device \| 8 \|
+\| devices \| 1 \|
+\| peak learning rate \| 5e-05 \|
+\| seed \| 42 \|
+\| tokens per optimizer step \| 4,096 \|
+\| optimizer steps run \| 60 \|
+\| final mean training loss \| 2.0471 \|
+
+### Training curves
+
+!\[Training curves: loss and perplexity against optimizer step\]\(training_curves.png\)
+
+## Evaluation
+
+Every number below is read from the results files of the runs; nothing is typed by hand.
+
+\*\*BioASQ factoid QA\*\* \(BioBERT's SQuAD-format test batches with the official golden answers\). For each question
+the model proposes up to 5 ranked answers, merged over all snippets of the question. \*Strict accuracy\*: the first
+answer matches a gold synonym; \*lenient accuracy\*: any of the 5 does; \*MRR\*: mean of 1/rank of the first matching
+answer \(0 if none\). Matching is case-insensitive exact string match; a question without prediction scores 0; scores
+are computed per test batch and averaged over the 5 batches, as BioBERT reports them.
+
+\| test set \| strict accuracy \| lenient accuracy \| MRR \|
+\|---\|---\|---\|---\|
+\| BioASQ 4b factoid \(test\) \| 0.3416 \| 0.5093 \| 0.4107 \|
+\| BioASQ 5b factoid \(test\) \| 0.3600 \| 0.5267 \| 0.4261 \|
+
+\*\*Language modelling on PubMed abstracts.\*\* Cross-entropy is the mean next-token loss in nats per token over real
+tokens only \(padding is never scored\); perplexity is its exponential.
+
+\| split \| cross-entropy \| perplexity \|
+\|---\|---\|---\|
+\| PubMed abstracts \(validation\) \| 1.0723 \| 2.922 \|
+
+\*\*Not measured\*\* for this checkpoint \(no value in the recorded results, so none is reported\):
+
+- BioASQ 6b factoid \(test\): Strict accuracy, Lenient accuracy, Mean reciprocal rank
+- PubMed abstracts \(test\): Cross-entropy \(nats/token\), Perplexity
+
+## Limitations
+
+- This is a small research model. Its answers are spans copied from the given context, not verified facts;
+  it must not be used for clinical decisions.
+- Mamba reads left to right, so when it reads "question, then context" each context token has seen the question but
+  not the rest of the context; see the QA input layout above for how this checkpoint handles it.
+- BioASQ test sets are small \(150-161 factoid questions each\): differences of a few points are within noise.
+- The pretraining corpus is PubMed/PMC text in English; the model has not been evaluated on clinical notes or
+  other languages.
+
+## Citation
+
+```bibtex
+@article\{yue2024biomamba,
+  title   = \{BioMamba: A Pre-trained Biomedical Language Representation Model Leveraging Mamba\},
+  author  = \{Yue, Ling and Xing, Sixue and Lu, Yingzhou and Fu, Tianfan\},
+  journal = \{arXiv preprint arXiv:2408.02600\},
+  year    = \{2024\}
+\}
+
+@article\{gu2023mamba,
+  title   = \{Mamba: Linear-Time Sequence Modeling with Selective State Spaces\},
+  author  = \{Gu, Albert and Dao, Tri\},
+  journal = \{arXiv preprint arXiv:2312.00752\},
+  year    = \{2023\}
+\}
+```
+?"""
+
+
+def test_whole_card_matches_the_expected_text(runs):
+    clm_dir, qa_dir = runs
+    text = hub.save_model_card(qa_dir, pretraining_dir=clm_dir, qa_dir=qa_dir, repo_id=REPO_ID).read_text()
+    metadata, body = re.fullmatch(r"---\n(.*?)\n---\n(.*)", text, flags=re.DOTALL).groups()
+    assert re.fullmatch(EXPECTED_BODY, body, flags=re.DOTALL), body
+    assert metadata.startswith("base_model: state-spaces/mamba-130m-hf\n")
+    assert "/data/someone" not in text and "/scratch" not in text  # local paths are shortened to file names
+    assert (qa_dir / "training_curves.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_missing_metrics_are_omitted_and_listed_as_not_measured(tmp_path, tokenizer_dir):
+    only_4b = {k: v for k, v in QA_RESULTS.items() if not k.startswith("bioasq_5b")}
+    qa_dir = write_qa_run(tmp_path / "qa", tokenizer_dir, results=only_4b)
+    card = ModelCard.load(hub.save_model_card(qa_dir, repo_id=REPO_ID))  # no pretraining run: QA stage only
+
+    results = eval_results_by_key(card)
+    assert sorted(results) == [
+        ("BioASQ 4b factoid", "test", "lenient_accuracy"),
+        ("BioASQ 4b factoid", "test", "mrr"),
+        ("BioASQ 4b factoid", "test", "strict_accuracy"),
+    ]
+    assert card.data.datasets == ["bioasq"]
+    assert "- BioASQ 5b factoid (test): Strict accuracy, Lenient accuracy, Mean reciprocal rank" in card.text
+    assert "- PubMed abstracts (validation): Cross-entropy (nats/token), Perplexity" in card.text
+    assert "| BioASQ 5b factoid" not in card.text and "Language modelling on PubMed" not in card.text
+    assert "### Continued pretraining" not in card.text and "### Fine-tuning for extractive QA" in card.text
+
+
+def test_a_clm_checkpoint_gets_a_text_generation_card(tmp_path, clm_dir):
+    run_dir = tmp_path / "clm"
+    for file in clm_dir.iterdir():
+        (run_dir / file.name).parent.mkdir(exist_ok=True)
+        (run_dir / file.name).write_bytes(file.read_bytes())
+    write_clm_run(run_dir)
+    card = ModelCard.load(hub.save_model_card(run_dir, repo_id="someone/biomamba-clm"))
+
+    assert card.data.pipeline_tag == "text-generation"
+    assert card.data.datasets == ["pubmed"]
+    assert {key: r.metric_value for key, r in eval_results_by_key(card, "biomamba-clm").items()} == {
+        ("PubMed abstracts", "validation", "cross_entropy"): CLM_RESULTS["eval_loss"],
+        ("PubMed abstracts", "validation", "perplexity"): CLM_RESULTS["perplexity"],
+    }
+    assert "`MambaForCausalLM`" in card.text and "### Continued pretraining" in card.text
+    assert "fine-tuned for extractive QA, so" not in card.text
+
+
+def test_trainer_prefixed_keys_are_read_and_conflicts_are_refused(tmp_path, tokenizer_dir):
+    prefixed = {"test_bioasq_4b_strict_acc": 0.25, "test_bioasq_4b_mrr": 0.3, "eval_bioasq_5b_mrr": 0.2}
+    qa_dir = write_qa_run(tmp_path / "qa", tokenizer_dir, results=prefixed)
+    card = ModelCard.load(hub.save_model_card(qa_dir, repo_id=REPO_ID))
+    values = {key: r.metric_value for key, r in eval_results_by_key(card).items()}
+    assert values == {
+        ("BioASQ 4b factoid", "test", "strict_accuracy"): 0.25,
+        ("BioASQ 4b factoid", "test", "mrr"): 0.3,
+        ("BioASQ 5b factoid", "test", "mrr"): 0.2,
+    }
+    assert "| BioASQ 4b factoid (test) | 0.2500 | not measured | 0.3000 |" in card.text
+
+    write_json(qa_dir / "all_results.json", {"eval_bioasq_4b_mrr": 0.3, "test_bioasq_4b_mrr": 0.4})
+    with pytest.raises(ValueError, match=r"all_results.json: metric 'bioasq_4b_mrr' is recorded under several keys"):
+        hub.save_model_card(qa_dir, repo_id=REPO_ID)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"bioasq_4b_mrr": "0.41"}', r"all_results.json: metric 'bioasq_4b_mrr' is '0.41', not a number"),
+        ('{"bioasq_4b_mrr": 0.41,', r"all_results.json is not valid JSON .*re-run it, or delete the file"),
+        ("[0.41]", r"all_results.json should hold a JSON dict, got list"),
+    ],
+)
+def test_broken_results_files_are_named_in_the_error(tmp_path, content, message):
+    (tmp_path / "all_results.json").write_text(content)
+    with pytest.raises(ValueError, match=message):
+        hub.save_model_card(tmp_path)
+
+
+def test_a_folder_without_recorded_files_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"holds none of all_results.json, trainer_state.json, run_args.json"):
+        hub.save_model_card(tmp_path)
+
+
+def test_plot_is_left_out_without_a_log_history(tmp_path, tokenizer_dir):
+    qa_dir = write_qa_run(tmp_path / "qa", tokenizer_dir)
+    (qa_dir / "trainer_state.json").unlink()
+    (qa_dir / "training_curves.png").write_bytes(b"stale plot of an earlier run")
+    text = hub.save_model_card(qa_dir, repo_id=REPO_ID).read_text()
+    assert "training_curves.png" not in text and "### Training curves" not in text
+    assert not (qa_dir / "training_curves.png").exists()
+
+
+def test_plot_has_one_row_per_stage(tmp_path):
+    history = [{"step": 10, "loss": 2.0}, {"step": 10, "eval_loss": 1.5}, {"step": 20, "loss": 1.0}]
+    path = hub.plot_training_curves({"a": history, "b": history}, tmp_path / "c.png", perplexity_stages=["a"])
+    import matplotlib.image
+
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert (width, height) == (1000, 720)  # figsize (10, 3.6 per row) at dpi 100
+    assert hub.plot_training_curves({"a": [{"step": 1, "learning_rate": 1e-3}]}, tmp_path / "d.png") is None
+    assert not (tmp_path / "d.png").exists()
+
+
+def test_run_arguments_are_recorded_without_tokens(tmp_path):
+    from transformers import TrainingArguments
+
+    @dataclasses.dataclass
+    class ModelArguments:
+        model_name_or_path: str = "state-spaces/mamba-130m-hf"
+        token: str | None = FAKE_TOKEN
+        block_size: int = 2048
+
+    training_args = TrainingArguments(output_dir=str(tmp_path / "out"), hub_token=FAKE_TOKEN, learning_rate=6e-4)
+    path = hub.save_run_arguments(tmp_path, ModelArguments(), training_args)
+    text = path.read_text()
+    assert FAKE_TOKEN not in text
+    recorded = json.loads(text)
+    assert recorded["token"] == "<redacted>" and recorded["hub_token"] == "<redacted>"
+    assert recorded["block_size"] == 2048 and recorded["learning_rate"] == 6e-4 and recorded["world_size"] == 1
+    with pytest.raises(ValueError, match="save_run_arguments takes argument dataclasses, got dict"):
+        hub.save_run_arguments(tmp_path, {"a": 1})
+
+
+@pytest.mark.slow
+def test_trainer_create_model_card_and_push_to_hub_write_the_same_card(tmp_path, tokenizer_dir, monkeypatch):
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoUrl
+    from transformers import AutoTokenizer, Trainer, TrainingArguments
+
+    reference = write_qa_run(tmp_path / "reference", tokenizer_dir)
+    output_dir = write_qa_run(tmp_path / "run", tokenizer_dir)
+    model = MambaForQuestionAnswering.from_pretrained(output_dir)
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    with_token = TrainingArguments(output_dir=str(output_dir), report_to=[], hub_token=FAKE_TOKEN)
+    with pytest.raises(ValueError, match=r"--hub_token would be saved in training_args.bin .* HF_TOKEN"):
+        hub.attach_model_card(Trainer(model=model, args=with_token, processing_class=tokenizer))
+    args = TrainingArguments(output_dir=str(output_dir), hub_model_id=REPO_ID, report_to=[])
+    trainer = hub.attach_model_card(Trainer(model=model, args=args, processing_class=tokenizer))
+    expected = hub.save_model_card(reference, repo_id=REPO_ID).read_text()
+
+    trainer.create_model_card(model_name="ignored", tags=["ignored"])  # what run_qa.py calls when not pushing
+    assert (output_dir / "README.md").read_text() == expected
+
+    uploads = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: RepoUrl(f"https://huggingface.co/{repo_id}"))
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: uploads.append(kw))
+    (output_dir / "README.md").write_text("stale")
+    trainer.push_to_hub()  # what run_qa.py --push_to_hub calls
+    assert (output_dir / "README.md").read_text() == expected
+    assert len(uploads) == 1 and uploads[0]["repo_id"] == REPO_ID
+    assert Path(uploads[0]["folder_path"]) == output_dir
