@@ -1,0 +1,334 @@
+"""Text corpora for causal language modelling: loading, text extraction and packing into fixed-size blocks.
+
+The pipeline behind ``examples/run_clm.py``:
+
+1. :func:`load_text_datasets` reads local ``.txt`` / ``.json`` / ``.jsonl`` files (each optionally ``.gz``) or a
+   Hub dataset (``--dataset_name``), optionally streaming, and returns ``{"train": ..., "validation": ...}`` with a
+   single ``text`` column. Where the text sits in nested fields (``ncbi/pubmed`` keeps the title under
+   ``MedlineCitation.Article.ArticleTitle`` and the abstract under ``MedlineCitation.Article.Abstract.AbstractText``)
+   it is extracted with dotted paths (:data:`DATASET_TEXT_FIELDS`, ``--text_column a.b,c.d``).
+2. :func:`pack_dataset` tokenizes every document, appends the EOS token after each one, concatenates the token
+   streams and cuts them into ``block_size`` blocks with ``labels == input_ids`` (the model shifts them).
+   Training blocks are all full: the remainder of each packing batch is dropped, so no padding is ever trained on.
+   Evaluation keeps the remainder as a last, right-padded block whose padded labels are ``-100``, so that every
+   evaluation token is scored exactly once.
+
+Nothing here imports ``datasets`` at module import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+#: File name endings accepted for ``--train_file`` / ``--validation_file`` and the ``datasets`` builder for each.
+FILE_FORMATS = {".txt": "text", ".json": "json", ".jsonl": "json"}
+#: Default text fields of Hub datasets whose records nest their text. Values of the fields are joined into one text.
+DATASET_TEXT_FIELDS = {
+    "ncbi/pubmed": ("MedlineCitation.Article.ArticleTitle", "MedlineCitation.Article.Abstract.AbstractText"),
+}
+#: Label value ignored by the loss (``torch.nn.CrossEntropyLoss``'s default ``ignore_index``).
+IGNORE_INDEX = -100
+
+
+def file_format(path: str, argument: str = "--train_file") -> str:
+    """The ``datasets`` builder (``"text"`` or ``"json"``) that reads ``path``, judged from its name.
+
+    >>> file_format("pubmed/train.jsonl.gz")
+    'json'
+    >>> file_format("notes.txt")
+    'text'
+    """
+    name = os.path.basename(path).lower()
+    if name.endswith(".gz"):
+        name = name[: -len(".gz")]
+    extension = os.path.splitext(name)[1]
+    if extension not in FILE_FORMATS:
+        accepted = ", ".join(f"{ext}[.gz]" for ext in FILE_FORMATS)
+        raise ValueError(
+            f"{argument} {path}: unsupported file extension {extension or '(none)'!r}. "
+            f"Use one of {accepted} (one document per line for .txt and .jsonl)."
+        )
+    return FILE_FORMATS[extension]
+
+
+def parse_text_fields(text_column: str | Sequence[str] | None, dataset_name: str | None = None) -> tuple[str, ...]:
+    """The dotted field paths holding each record's text.
+
+    ``text_column`` may be a comma-separated string (``"title,abstract"``); when it is ``None`` the known nested
+    fields of ``dataset_name`` (:data:`DATASET_TEXT_FIELDS`) are used, else ``("text",)``.
+
+    >>> parse_text_fields(None, "ncbi/pubmed")[1]
+    'MedlineCitation.Article.Abstract.AbstractText'
+    >>> parse_text_fields("title, abstract")
+    ('title', 'abstract')
+    """
+    if text_column is None:
+        return DATASET_TEXT_FIELDS.get(dataset_name or "", ("text",))
+    fields = text_column.split(",") if isinstance(text_column, str) else list(text_column)
+    fields = tuple(field.strip() for field in fields)
+    if not fields or any(not field for field in fields):
+        raise ValueError(
+            f"--text_column {text_column!r} has an empty field name; pass e.g. `text` or `title,abstract`"
+        )
+    return fields
+
+
+def _lookup(record: dict, path: str, source: str, index: int) -> Any:
+    value: Any = record
+    walked = []
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            where = ".".join(walked) or "the record"
+            fields = sorted(value) if isinstance(value, dict) else []
+            raise ValueError(
+                f"{source}: record {_record_name(record, index)} has no field {path!r} ({where} has fields "
+                f"{fields}). Pass --text_column with the field (dotted path for nested fields) that holds the text."
+            )
+        value = value[key]
+        walked.append(key)
+    return value
+
+
+def _record_name(record: dict, index: int) -> str:
+    for key in ("id", "pmid", "PMID"):
+        if isinstance(record.get(key), (str, int)):
+            return f"{index} (id {record[key]!r})"
+    return str(index)
+
+
+def _join_parts(parts: list[str]) -> str:
+    """Join title/abstract-like parts as the shared PubMed files do: ``"Title. Abstract"``."""
+    parts = [" ".join(part.split()) for part in parts]
+    parts = [part for part in parts if part]
+    for i, part in enumerate(parts[:-1]):
+        if part[-1] not in ".?!":
+            parts[i] = part + "."
+    return " ".join(parts)
+
+
+def extract_text(record: dict, fields: Sequence[str], source: str = "dataset", index: int = 0) -> str:
+    """The text of one record: the values of ``fields`` (dotted paths) joined into one string.
+
+    One field: its value as is. Several fields (title + abstract): whitespace is collapsed, a period is added to a
+    part that has no final punctuation, and parts are joined with a space. An empty or null value gives ``""``
+    (several fields: the record counts only when every field has text), which callers skip.
+
+    Raises:
+        ValueError: naming ``source``, the record and the field when a field is missing or is not a string.
+
+    >>> record = {"MedlineCitation": {"Article": {"ArticleTitle": "Aspirin and platelets",
+    ...                                           "Abstract": {"AbstractText": "Aspirin inhibits COX-1."}}}}
+    >>> extract_text(record, DATASET_TEXT_FIELDS["ncbi/pubmed"])
+    'Aspirin and platelets. Aspirin inhibits COX-1.'
+    """
+    values = []
+    for field in fields:
+        value = _lookup(record, field, source, index)
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise ValueError(
+                f"{source}: record {_record_name(record, index)}: field {field!r} holds a "
+                f"{type(value).__name__}, not a string. Point --text_column at a field holding text."
+            )
+        values.append(value)
+    if len(values) == 1:
+        return values[0]
+    if not all(value.strip() for value in values):
+        return ""
+    return _join_parts(values)
+
+
+def _extract_batch(batch: dict, indices: list[int], fields: tuple[str, ...], source: str) -> dict:
+    keys = list(batch)
+    texts = []
+    for row, index in enumerate(indices):
+        record = {key: batch[key][row] for key in keys}
+        texts.append(extract_text(record, fields, source, index))
+    return {"text": texts}
+
+
+def _check_fields_exist(dataset, fields: tuple[str, ...], source: str) -> None:
+    """Fail before any processing when a top-level text field is absent from the dataset's schema."""
+    columns = dataset.column_names
+    if columns is None:  # a streaming dataset of unknown schema: checked record by record
+        return
+    for field in fields:
+        top = field.split(".")[0]
+        if top not in columns:
+            raise ValueError(
+                f"{source}: no field {field!r} in the records (fields: {sorted(columns)}). Pass --text_column with "
+                "the field (dotted path for nested fields) that holds the text."
+            )
+
+
+def to_text_dataset(dataset, fields: Sequence[str] = ("text",), source: str = "dataset"):
+    """Reduce ``dataset`` (``Dataset`` or ``IterableDataset``) to one ``text`` column, dropping empty texts."""
+    fields = tuple(fields)
+    _check_fields_exist(dataset, fields, source)
+    columns = dataset.column_names
+    if fields == ("text",) and columns == ["text"]:
+        mapped = dataset
+    else:
+        mapped = dataset.map(
+            _extract_batch,
+            batched=True,
+            with_indices=True,
+            fn_kwargs={"fields": fields, "source": source},
+            remove_columns=columns,
+        )
+        if columns is None:
+            mapped = mapped.select_columns(["text"])
+    return mapped.filter(lambda batch: [bool(text and text.strip()) for text in batch["text"]], batched=True)
+
+
+def _split_for_validation(dataset, percentage: int):
+    """Deterministic split by position: records ``i`` with ``i % 100 < percentage`` go to validation."""
+    train = dataset.filter(lambda _, i: i % 100 >= percentage, with_indices=True)
+    validation = dataset.filter(lambda _, i: i % 100 < percentage, with_indices=True)
+    return train, validation
+
+
+def load_text_datasets(
+    *,
+    train_file: str | None = None,
+    validation_file: str | None = None,
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    text_column: str | None = None,
+    streaming: bool = False,
+    validation_split_percentage: int = 5,
+    keep_linebreaks: bool = True,
+    cache_dir: str | None = None,
+    token: str | None = None,
+) -> dict:
+    """Load the raw corpora as ``{"train": ..., "validation": ...}``, each with a single ``text`` column.
+
+    Either ``dataset_name`` (a Hub id or a local dataset folder, loaded with ``datasets.load_dataset``) or local
+    files. When there is no validation data, ``validation_split_percentage`` % of the training records (every record
+    ``i`` with ``i % 100 < percentage``) become the validation split. ``.txt`` files hold one document per line.
+    With ``streaming=True`` the splits are ``IterableDataset``s read lazily.
+    """
+    from datasets import load_dataset
+
+    fields = parse_text_fields(text_column, dataset_name)
+    splits: dict = {}
+    if dataset_name is not None:
+        if train_file is not None or validation_file is not None:
+            raise ValueError("Pass either --dataset_name or --train_file/--validation_file, not both.")
+        loaded = load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, token=token, streaming=streaming)
+        for name in ("train", "validation"):
+            if name in loaded:
+                splits[name] = to_text_dataset(loaded[name], fields, f"--dataset_name {dataset_name} ({name})")
+    else:
+        if train_file is None and validation_file is None:
+            raise ValueError("No data: pass --train_file and/or --validation_file, or --dataset_name.")
+        for name, path, argument in (
+            ("train", train_file, "--train_file"),
+            ("validation", validation_file, "--validation_file"),
+        ):
+            if path is None:
+                continue
+            builder = file_format(path, argument)
+            if not os.path.exists(path) and "://" not in path:
+                raise ValueError(f"{argument} {path}: no such file.")
+            kwargs = {"keep_linebreaks": keep_linebreaks} if builder == "text" else {}
+            raw = load_dataset(
+                builder, data_files={name: path}, split=name, cache_dir=cache_dir, streaming=streaming, **kwargs
+            )
+            splits[name] = to_text_dataset(raw, ("text",) if builder == "text" else fields, f"{argument} {path}")
+    if "validation" not in splits and "train" in splits:
+        if not 0 < validation_split_percentage < 100:
+            raise ValueError(
+                f"--validation_split_percentage must be between 0 and 100 (exclusive) to carve a validation split "
+                f"out of the training data, got {validation_split_percentage}; or pass --validation_file."
+            )
+        splits["train"], splits["validation"] = _split_for_validation(splits["train"], validation_split_percentage)
+    return splits
+
+
+def pack_token_ids(
+    documents: Sequence[Sequence[int]],
+    block_size: int,
+    eos_token_id: int,
+    keep_partial_block: bool = False,
+    pad_token_id: int | None = None,
+) -> dict[str, list[list[int]]]:
+    """Concatenate tokenized documents, each followed by ``eos_token_id``, and cut them into ``block_size`` blocks.
+
+    ``labels`` equal ``input_ids`` (the model shifts them). The tokens left after the last full block are dropped,
+    unless ``keep_partial_block``: then they form one more block, right-padded with ``pad_token_id`` (default: the
+    EOS id) and labels ``-100`` on the padding, so that no padded position is ever scored.
+
+    >>> pack_token_ids([[5, 6, 7], [8, 9]], block_size=4, eos_token_id=0)
+    {'input_ids': [[5, 6, 7, 0]], 'labels': [[5, 6, 7, 0]]}
+    >>> pack_token_ids([[5, 6, 7], [8, 9]], block_size=4, eos_token_id=0, keep_partial_block=True, pad_token_id=1)
+    {'input_ids': [[5, 6, 7, 0], [8, 9, 0, 1]], 'labels': [[5, 6, 7, 0], [8, 9, 0, -100]]}
+    """
+    if block_size < 2:
+        raise ValueError(f"block_size must be at least 2 (one input and one next-token target), got {block_size}")
+    stream: list[int] = []
+    for ids in documents:
+        if len(ids):
+            stream.extend(ids)
+            stream.append(eos_token_id)
+    full = len(stream) // block_size * block_size
+    input_ids = [stream[i : i + block_size] for i in range(0, full, block_size)]
+    labels = [list(block) for block in input_ids]
+    rest = stream[full:]
+    # A one-token remainder has no next-token target: nothing to score.
+    if keep_partial_block and len(rest) > 1:
+        padding = block_size - len(rest)
+        pad = eos_token_id if pad_token_id is None else pad_token_id
+        input_ids.append(rest + [pad] * padding)
+        labels.append(rest + [IGNORE_INDEX] * padding)
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def _tokenize_and_pack(batch: dict, tokenizer, block_size: int, keep_partial_block: bool) -> dict:
+    encoded = tokenizer(batch["text"], add_special_tokens=True, verbose=False)["input_ids"]
+    return pack_token_ids(
+        encoded,
+        block_size,
+        tokenizer.eos_token_id,
+        keep_partial_block=keep_partial_block,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def pack_dataset(
+    dataset,
+    tokenizer,
+    block_size: int,
+    keep_partial_block: bool = False,
+    num_proc: int | None = None,
+    load_from_cache_file: bool = True,
+    batch_size: int = 1000,
+):
+    """Tokenize a ``text`` dataset and pack it into ``block_size`` blocks (see :func:`pack_token_ids`).
+
+    Documents are packed ``batch_size`` at a time; in training (``keep_partial_block=False``) each batch's last
+    incomplete block is dropped, so at most ``block_size - 1`` tokens per ``batch_size`` documents go unused.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError(
+            f"The tokenizer ({type(tokenizer).__name__}) has no eos_token: packing separates documents with it. "
+            "Set one, e.g. `tokenizer.eos_token = '<|endoftext|>'`, and save the tokenizer."
+        )
+    kwargs: dict[str, Any] = {
+        "batched": True,
+        "batch_size": batch_size,
+        "fn_kwargs": {"tokenizer": tokenizer, "block_size": block_size, "keep_partial_block": keep_partial_block},
+        "remove_columns": ["text"],
+    }
+    from datasets import IterableDataset
+
+    if not isinstance(dataset, IterableDataset):
+        kwargs.update(
+            num_proc=num_proc,
+            load_from_cache_file=load_from_cache_file,
+            desc=f"Tokenizing and packing into blocks of {block_size}",
+        )
+    return dataset.map(_tokenize_and_pack, **kwargs)

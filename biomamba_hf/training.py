@@ -1,0 +1,353 @@
+"""Reusable pieces of continued pretraining (``examples/run_clm.py``).
+
+* :class:`CLMTrainingArguments`: ``TrainingArguments`` plus ``--tokens_per_step`` (the optimizer-step size that must
+  hold on any number of GPUs) and ``--overwrite_output_dir`` (gone from transformers 5).
+* :func:`gradient_accumulation_for`: gradient accumulation from tokens per step, world size and per-device batch.
+* :func:`check_output_dir`: refuse a non-empty output directory, or find the checkpoint to resume from.
+* :func:`run_summary_lines`: the start-of-run log lines (world size, batch, accumulation, block size, tokens per
+  step, Mamba code path, dtype).
+* :func:`token_nll_sums` / :func:`perplexity` / :class:`CausalLMTrainer`: evaluation loss as the mean cross-entropy
+  over real next-token predictions only.
+* :class:`ThroughputCallback`: training tokens per second.
+
+How perplexity is computed: for every evaluation block, position ``t`` predicts token ``t + 1``; a prediction counts
+when its target label is not ``-100`` (packing marks padding that way). The loss is the sum of the cross-entropies of
+all counted predictions over the whole evaluation set divided by their number (not a mean of per-batch means, which
+would over-weight a short last batch), and ``perplexity = exp(loss)``. The first token of each block has no
+prediction, so an evaluation set of ``n`` blocks scores ``n * (block_size - 1)`` tokens minus padding.
+
+This module imports ``transformers`` (the arguments subclass ``TrainingArguments``), never ``datasets``; the package's
+top-level ``import biomamba_hf`` does not import it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+if TYPE_CHECKING:
+    import torch
+
+#: Label ignored by the loss (padding and positions with no target).
+IGNORE_INDEX = -100
+
+
+@dataclass
+class CLMTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` with the options continued pretraining needs on top."""
+
+    tokens_per_step: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Tokens per optimizer step (e.g. 524288 = 0.5M in the BioMamba recipe). When set, "
+                "gradient_accumulation_steps is derived as tokens_per_step / (block_size x "
+                "per_device_train_batch_size x world size), so the step size holds on any number of GPUs."
+            )
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Write into a non-empty output_dir. Without it a non-empty output_dir is an error, unless it holds "
+                "a checkpoint, which training then resumes from."
+            )
+        },
+    )
+    eval_before_train: bool = field(
+        default=False,
+        metadata={"help": "Also evaluate before training; results are saved with the prefix `initial`."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.tokens_per_step is not None and self.tokens_per_step <= 0:
+            raise ValueError(f"--tokens_per_step must be a positive number of tokens, got {self.tokens_per_step}")
+
+
+def gradient_accumulation_for(
+    tokens_per_step: int, block_size: int, per_device_batch_size: int, world_size: int = 1
+) -> int:
+    """Gradient accumulation steps that make one optimizer step exactly ``tokens_per_step`` tokens.
+
+    >>> gradient_accumulation_for(524288, block_size=2048, per_device_batch_size=16, world_size=8)
+    2
+    >>> gradient_accumulation_for(524288, block_size=2048, per_device_batch_size=16, world_size=1)
+    16
+
+    Raises:
+        ValueError: when ``tokens_per_step`` is not a multiple of the tokens of one micro-step on all processes;
+            the message lists per-device batch sizes that would work.
+    """
+    for name, value in (
+        ("block_size", block_size),
+        ("per_device_train_batch_size", per_device_batch_size),
+        ("world size", world_size),
+    ):
+        if value <= 0:
+            raise ValueError(f"{name} must be positive to derive gradient accumulation, got {value}")
+    micro_step = block_size * per_device_batch_size * world_size
+    if tokens_per_step % micro_step:
+        hint = ""
+        if tokens_per_step % (block_size * world_size) == 0:
+            sequences = tokens_per_step // (block_size * world_size)
+            working = [b for b in range(1, min(sequences, 64) + 1) if sequences % b == 0]
+            hint = f" Per-device batch sizes that divide it: {working}."
+        else:
+            hint = (
+                f" It is not even a multiple of block_size x world size = {block_size * world_size}: change "
+                "--tokens_per_step or --block_size."
+            )
+        raise ValueError(
+            f"--tokens_per_step {tokens_per_step} is not a multiple of block_size ({block_size}) x "
+            f"per_device_train_batch_size ({per_device_batch_size}) x world size ({world_size}) = {micro_step} "
+            f"tokens per micro-step.{hint}"
+        )
+    return tokens_per_step // micro_step
+
+
+def tokens_per_optimizer_step(args: TrainingArguments, block_size: int) -> int:
+    """Tokens in one optimizer step: block size x per-device batch x gradient accumulation x world size."""
+    return block_size * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+
+
+def check_output_dir(args: CLMTrainingArguments) -> str | None:
+    """Apply run_clm's rules to ``args.output_dir`` before any training; return the checkpoint to resume from.
+
+    * ``--resume_from_checkpoint`` given: it is returned as is.
+    * The directory holds ``checkpoint-*`` folders and ``--overwrite_output_dir`` is not set: the last one.
+    * The directory is non-empty otherwise, without ``--overwrite_output_dir``: ``ValueError``.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if args.resume_from_checkpoint is not None:
+        return args.resume_from_checkpoint
+    output_dir = args.output_dir
+    if not args.do_train or args.overwrite_output_dir or not os.path.isdir(output_dir):
+        return None
+    last_checkpoint = get_last_checkpoint(output_dir)
+    if last_checkpoint is None and os.listdir(output_dir):
+        raise ValueError(
+            f"Output directory {output_dir} already exists and is not empty (it holds "
+            f"{sorted(os.listdir(output_dir))[:5]}...) and no checkpoint to resume from. Use --overwrite_output_dir "
+            "to write into it anyway, or choose another --output_dir."
+        )
+    return last_checkpoint
+
+
+def configure_mamba_code_path(config, device) -> str:
+    """Pick the fastest portable scan for a Mamba ``config`` on ``device`` and describe the path in use.
+
+    Without the CUDA kernels, transformers' default PyTorch loop has a backward pass that grows quadratically with
+    sequence length; when the ``mambapy`` package is importable, ``config.use_mambapy`` is switched on so that its
+    parallel scan is used instead. Returns :func:`biomamba_hf.ops.mamba_code_path` for the log.
+    """
+    import importlib.util
+
+    from .ops import cuda_kernels_available, mamba_code_path
+
+    device_type = getattr(device, "type", str(device)).split(":")[0]
+    is_mamba = hasattr(config, "use_mambapy")
+    on_kernels = device_type == "cuda" and cuda_kernels_available()
+    if is_mamba and not on_kernels and importlib.util.find_spec("mambapy") is not None:
+        config.use_mambapy = True
+    path = mamba_code_path(device)
+    if is_mamba and not on_kernels:
+        path += f" (use_mambapy={config.use_mambapy})"
+    return path
+
+
+def run_summary_lines(
+    *,
+    world_size: int,
+    per_device_batch_size: int,
+    gradient_accumulation_steps: int,
+    block_size: int,
+    code_path: str,
+    dtype: str,
+) -> list[str]:
+    """The start-of-run summary, one ``name: value`` line each.
+
+    >>> for line in run_summary_lines(world_size=8, per_device_batch_size=16, gradient_accumulation_steps=2,
+    ...                               block_size=2048, code_path="CUDA kernels", dtype="bfloat16 autocast"):
+    ...     print(line)
+    world size: 8
+    per-device train batch: 16 sequences
+    gradient accumulation: 2
+    block size: 2048 tokens
+    tokens per optimizer step: 524,288 (2048 x 16 x 2 x 8)
+    Mamba code path: CUDA kernels
+    dtype: bfloat16 autocast
+    """
+    tokens = block_size * per_device_batch_size * gradient_accumulation_steps * world_size
+    return [
+        f"world size: {world_size}",
+        f"per-device train batch: {per_device_batch_size} sequences",
+        f"gradient accumulation: {gradient_accumulation_steps}",
+        f"block size: {block_size} tokens",
+        f"tokens per optimizer step: {tokens:,} ({block_size} x {per_device_batch_size} x "
+        f"{gradient_accumulation_steps} x {world_size})",
+        f"Mamba code path: {code_path}",
+        f"dtype: {dtype}",
+    ]
+
+
+def describe_dtype(model, args: TrainingArguments) -> str:
+    """``"weights float32, autocast bfloat16"`` and the like."""
+    weights = str(getattr(model, "dtype", "unknown")).replace("torch.", "")
+    if args.bf16:
+        return f"weights {weights}, autocast bfloat16"
+    if args.fp16:
+        return f"weights {weights}, autocast float16"
+    return f"weights {weights}, no autocast"
+
+
+def token_nll_sums(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Per sequence: the summed next-token cross-entropy and the number of predictions counted.
+
+    Position ``t`` of ``logits`` predicts ``labels[t + 1]``; targets equal to ``ignore_index`` are not counted.
+    Returns a float tensor of shape ``(batch, 2)``: ``[:, 0]`` the summed negative log-likelihood (nats),
+    ``[:, 1]`` the count.
+    """
+    import torch
+
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:].to(shift_logits.device)
+    mask = shift_labels.ne(ignore_index)
+    nll = torch.nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)),
+        shift_labels.reshape(-1),
+        ignore_index=ignore_index,
+        reduction="none",
+    ).view(shift_labels.shape)
+    nll = nll.masked_fill(~mask, 0.0)
+    return torch.stack([nll.sum(dim=1), mask.sum(dim=1).float()], dim=1)
+
+
+def perplexity(loss: float) -> float:
+    """``exp(loss)``, ``inf`` when it overflows."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return float("inf")
+
+
+def _preprocess_logits_for_metrics(logits, labels):
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return token_nll_sums(logits, labels)
+
+
+def _token_level_metrics(eval_prediction) -> dict[str, float]:
+    import numpy as np
+
+    sums = np.asarray(eval_prediction.predictions, dtype=np.float64).reshape(-1, 2)
+    total_nll, count = sums[:, 0].sum(), sums[:, 1].sum()
+    if count == 0:
+        raise ValueError("The evaluation set has no next-token prediction to score (every label is -100).")
+    return {"token_loss": float(total_nll / count), "num_predictions": int(count)}
+
+
+class CausalLMTrainer(Trainer):
+    """``Trainer`` whose evaluation loss is the exact token-level mean (see the module docstring).
+
+    The stock evaluation loop averages per-batch losses, which weights a short or padded last batch like a full one.
+    Here each batch contributes its summed cross-entropy and its number of counted predictions (gathered across
+    processes without duplicates), and ``eval_loss`` is their ratio. ``eval_num_predictions`` gives the count.
+    Logits are reduced to two numbers per sequence before they leave the device, so evaluation memory stays small.
+    """
+
+    def __init__(self, *args, **kwargs):
+        if kwargs.get("compute_metrics") is not None or kwargs.get("preprocess_logits_for_metrics") is not None:
+            raise ValueError("CausalLMTrainer computes its own evaluation metrics; use Trainer for custom metrics.")
+        kwargs["compute_metrics"] = _token_level_metrics
+        kwargs["preprocess_logits_for_metrics"] = _preprocess_logits_for_metrics
+        super().__init__(*args, **kwargs)
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        output = super().evaluation_loop(
+            dataloader,
+            description,
+            prediction_loss_only=False,
+            ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+        )
+        token_loss = output.metrics.pop(f"{metric_key_prefix}_token_loss", None)
+        if token_loss is not None:
+            output.metrics[f"{metric_key_prefix}_loss"] = token_loss
+        return output
+
+
+class ThroughputCallback(TrainerCallback):
+    """Measures optimizer steps and wall time of one ``train()`` call; :meth:`metrics` turns them into tokens/s.
+
+    Counting starts at the step training resumes from, so a resumed run reports its own throughput.
+    """
+
+    def __init__(self, tokens_per_step: int):
+        self.tokens_per_step = tokens_per_step
+        self.start_step = 0
+        self.end_step = 0
+        self.start_time = None
+        self.seconds = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start_step = state.global_step
+        self.start_time = time.perf_counter()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.end_step = state.global_step
+        self.seconds = time.perf_counter() - self.start_time
+
+    def metrics(self) -> dict[str, float]:
+        steps = self.end_step - self.start_step
+        tokens = steps * self.tokens_per_step
+        return {
+            "train_start_step": self.start_step,
+            "train_tokens": tokens,
+            "train_tokens_per_second": round(tokens / self.seconds, 1) if self.seconds else 0.0,
+        }
+
+
+def config_from_overrides(model_type: str, config_overrides: str | None = None):
+    """A fresh config of ``model_type`` built with ``config_overrides`` (``"hidden_size=64,num_hidden_layers=2"``).
+
+    Unlike ``PretrainedConfig.update_from_string`` on a finished config, the overrides are passed to the constructor,
+    so that derived attributes follow them (``MambaConfig`` derives ``intermediate_size`` and ``time_step_rank`` from
+    ``hidden_size``). Values are typed like the defaults (``true``/``false``, int, float, str).
+
+    >>> config = config_from_overrides("mamba", "hidden_size=64,num_hidden_layers=2")
+    >>> config.hidden_size, config.intermediate_size, config.time_step_rank
+    (64, 128, 4)
+    """
+    from transformers import CONFIG_MAPPING
+
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(f"--model_type {model_type!r} is not a transformers model type; use e.g. `mamba`.")
+    config_class = CONFIG_MAPPING[model_type]
+    if not config_overrides:
+        return config_class()
+    typed = config_class()
+    keys = []
+    for item in config_overrides.split(","):
+        if "=" not in item:
+            raise ValueError(
+                f"--config_overrides {config_overrides!r}: {item!r} is not of the form key=value "
+                "(e.g. hidden_size=64,num_hidden_layers=2)"
+            )
+        key = item.split("=", 1)[0].strip()
+        if not hasattr(typed, key):
+            raise ValueError(
+                f"--config_overrides {config_overrides!r}: {config_class.__name__} has no attribute {key!r}"
+            )
+        keys.append(key)
+    typed.update_from_string(",".join(item.strip() for item in config_overrides.split(",")))
+    return config_class(**{key: getattr(typed, key) for key in keys})
