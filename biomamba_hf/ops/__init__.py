@@ -1,8 +1,44 @@
-"""Which code path Mamba's selective scan takes, and (later) the package's portable fast path."""
+"""Which code path Mamba's selective scan takes, and the package's portable fast path.
+
+Without mamba-ssm's CUDA kernels (CPU users, Macs, broken CUDA builds) transformers runs Mamba through its reference
+PyTorch scan, which walks the sequence one token at a time. :func:`enable_fast_scan` routes that call to
+:func:`biomamba_hf.ops.selective_scan.selective_scan` (same function, chunked, with a hand-written backward).
+
+How it hooks in, and why this way: ``MambaMixer.forward`` (transformers 5.17 to 5.24 at least) calls the module-level
+name ``transformers.models.mamba.modeling_mamba.mamba_selective_scan``, which
+``use_kernel_func_from_hub_with_fallback("selective_scan_fn", "mamba_ssm")`` bound at import time to mamba-ssm's
+kernel when that package imports, else to the reference. The hub-kernel mechanism (``kernels`` package,
+``use_kernels=True``/``kernelize``) only loads Hub repositories on explicit request and has no CPU entry for this
+function, so there is no registration point for a local implementation; :func:`_patch_transformers_mamba` rebinds
+that one module-level name to a dispatcher and keeps the original, which the dispatcher still calls for CUDA tensors
+when mamba-ssm's kernels are installed. The training shortcut ``mamba_inner_fn`` is left alone: it is the kernels'
+fused path where they exist and returns ``None`` (falling back to the unfused path, i.e. to the scan we replace)
+where they don't.
+
+``config.use_mambapy`` / ``config.use_associative_scan``: while the fast path is active it wins over mambapy's
+parallel scan (it is faster and needs no extra package); the associative scan is kept when it applies (under
+``torch.compile``). Opt out with the environment variable ``BIOMAMBA_FAST_SCAN=0`` (read by
+:func:`enable_fast_scan`) or by calling :func:`disable_fast_scan`.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+
+__all__ = [
+    "cuda_kernels_available",
+    "disable_fast_scan",
+    "enable_fast_scan",
+    "fast_scan_active",
+    "mamba_code_path",
+]
+
+FAST_SCAN_ENV = "BIOMAMBA_FAST_SCAN"
+_FAST_SCAN_NAME = "biomamba_hf portable chunked selective scan (PyTorch)"
+_PATCHED_ATTRIBUTE = "mamba_selective_scan"
+# The reference function transformers bound to `mamba_selective_scan`, saved while the fast path is active.
+_original_scan = None
 
 
 def cuda_kernels_available() -> bool:
@@ -10,14 +46,126 @@ def cuda_kernels_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("selective_scan_cuda", "causal_conv1d_cuda"))
 
 
+def _selective_scan_kernel_available() -> bool:
+    return importlib.util.find_spec("selective_scan_cuda") is not None
+
+
+def fast_scan_active() -> bool:
+    """True while transformers' Mamba calls the package's fast selective scan."""
+    if _original_scan is None:
+        return False
+    from transformers.models.mamba import modeling_mamba
+
+    return getattr(modeling_mamba, _PATCHED_ATTRIBUTE, None) is _dispatch_selective_scan
+
+
 def mamba_code_path(device="cpu") -> str:
     """A short human-readable name of the selective-scan implementation used on ``device``."""
     device_type = getattr(device, "type", str(device)).split(":")[0]
     if device_type == "cuda" and cuda_kernels_available():
         return "CUDA kernels (mamba-ssm + causal-conv1d)"
+    if fast_scan_active():
+        return _FAST_SCAN_NAME
     try:
         mambapy = importlib.util.find_spec("mambapy") is not None
     except ValueError:
         mambapy = False
     suffix = " + mambapy parallel scan when config.use_mambapy" if mambapy else ""
     return f"transformers PyTorch fallback{suffix}"
+
+
+def _dispatch_selective_scan(
+    hidden_states,
+    dt,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus=False,
+    return_last_state=False,
+    use_mambapy=False,
+    use_associative_scan=False,
+    **kwargs,
+):
+    """Stands in for transformers' ``mamba_selective_scan``: mamba-ssm's kernel on CUDA where it is installed, the
+    associative scan under ``torch.compile`` when the config asks for it, else the portable fast scan."""
+    import torch
+
+    from .selective_scan import selective_scan
+
+    use_original = (hidden_states.is_cuda and _selective_scan_kernel_available()) or (
+        use_associative_scan and torch.compiler.is_compiling()
+    )
+    if use_original:
+        return _original_scan(
+            hidden_states,
+            dt,
+            A,
+            B,
+            C,
+            D=D,
+            z=z,
+            delta_bias=delta_bias,
+            delta_softplus=delta_softplus,
+            return_last_state=return_last_state,
+            use_mambapy=use_mambapy,
+            use_associative_scan=use_associative_scan,
+            **kwargs,
+        )
+    return selective_scan(
+        hidden_states,
+        dt,
+        A,
+        B,
+        C,
+        D=D,
+        z=z,
+        delta_bias=delta_bias,
+        delta_softplus=delta_softplus,
+        return_last_state=return_last_state,
+    )
+
+
+def _patch_transformers_mamba(install: bool) -> None:
+    """The package's one runtime patch of transformers: (un)bind ``modeling_mamba.mamba_selective_scan``.
+
+    ``MambaMixer.forward`` looks that module-level name up at call time, so rebinding it reaches every Mamba model,
+    already built or not. Idempotent. Raises ``RuntimeError`` when transformers no longer has the attribute, so an
+    upstream refactor fails loudly (and in ``tests/test_fast_scan.py``) instead of silently losing the fast path.
+    """
+    global _original_scan
+    from transformers.models.mamba import modeling_mamba
+
+    current = getattr(modeling_mamba, _PATCHED_ATTRIBUTE, None)
+    if current is None or not callable(current):
+        raise RuntimeError(
+            f"transformers.models.mamba.modeling_mamba has no callable `{_PATCHED_ATTRIBUTE}` any more "
+            "(transformers changed how Mamba picks its scan): the biomamba_hf fast scan cannot hook in; "
+            f"set {FAST_SCAN_ENV}=0 and report this at the biomamba_hf issue tracker"
+        )
+    if install:
+        if current is not _dispatch_selective_scan:
+            _original_scan = current
+            setattr(modeling_mamba, _PATCHED_ATTRIBUTE, _dispatch_selective_scan)
+    elif current is _dispatch_selective_scan:
+        setattr(modeling_mamba, _PATCHED_ATTRIBUTE, _original_scan)
+        _original_scan = None
+
+
+def enable_fast_scan() -> bool:
+    """Route transformers' Mamba selective scan through the portable fast scan; returns whether it is active.
+
+    Idempotent. Does nothing (and returns ``False``) when the environment variable ``BIOMAMBA_FAST_SCAN`` is ``0``,
+    ``false``, ``no`` or ``off``. CUDA tensors still use mamba-ssm's kernels when those are installed.
+    """
+    if os.environ.get(FAST_SCAN_ENV, "1").strip().lower() in {"0", "false", "no", "off"}:
+        return fast_scan_active()
+    _patch_transformers_mamba(install=True)
+    return fast_scan_active()
+
+
+def disable_fast_scan() -> None:
+    """Restore transformers' own ``mamba_selective_scan`` (idempotent)."""
+    _patch_transformers_mamba(install=False)
