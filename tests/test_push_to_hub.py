@@ -1,0 +1,272 @@
+"""One-commit push of a checkpoint + card + metrics; dry-run folder loads back; token and overwrite protections.
+
+Only the network calls of ``huggingface_hub.HfApi`` are replaced (by a recorder); everything else is real.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import CommitInfo, HfApi, ModelCard
+from huggingface_hub.hf_api import RepoUrl
+from test_model_card import FAKE_TOKEN, QA_RESULTS, REPO_ID, write_clm_run, write_json, write_qa_run
+
+from biomamba_hf import hub
+
+ROOT = Path(__file__).resolve().parents[1]
+WRITE_ACCESS = {"name": "LeoYML", "orgs": [{"name": "biomamba-org"}], "auth": {"accessToken": {"role": "write"}}}
+# What the dry run and the push must contain for the fixture checkpoint (tokenizer files are added per folder).
+EXPECTED_FILES = {
+    "README.md",
+    "training_curves.png",
+    "config.json",
+    "model.safetensors",
+    "all_results.json",
+    "trainer_state.json",
+    "run_args.json",
+    "pretraining/all_results.json",
+    "pretraining/trainer_state.json",
+    "pretraining/run_args.json",
+}
+
+
+@pytest.fixture
+def checkpoint(tmp_path, tokenizer_dir):
+    """A QA run folder (tiny model, tokenizer, results) plus the pretraining run it continued from."""
+    qa_dir = write_qa_run(tmp_path / "qa", tokenizer_dir)
+    torch.save({"hub_token": FAKE_TOKEN}, qa_dir / "training_args.bin")  # Trainer leaves this pickle behind
+    return qa_dir, write_clm_run(tmp_path / "clm")
+
+
+def expected_files(qa_dir: Path) -> set[str]:
+    return EXPECTED_FILES | {name for name in hub.TOKENIZER_FILES if (qa_dir / name).is_file()}
+
+
+class HubRecorder:
+    """Stands in for the HfApi methods that reach the network, and records every call."""
+
+    def __init__(self, monkeypatch, whoami=WRITE_ACCESS, remote_files=()):
+        self.calls: list[tuple[str, dict]] = []
+        self.commits: list[dict[str, bytes]] = []
+        self.whoami_response, self.remote_files = whoami, list(remote_files)
+        for name in ("whoami", "create_repo", "create_branch", "list_repo_files", "create_commit"):
+            monkeypatch.setattr(HfApi, name, getattr(self, name))
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    def whoami(self, token=None, **kwargs):
+        self.calls.append(("whoami", {"token": token}))
+        return self.whoami_response
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def create_branch(self, repo_id, **kwargs):
+        self.calls.append(("create_branch", {"repo_id": repo_id, **kwargs}))
+
+    def list_repo_files(self, repo_id, **kwargs):
+        self.calls.append(("list_repo_files", {"repo_id": repo_id, **kwargs}))
+        return list(self.remote_files)
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        self.calls.append(("create_commit", {"repo_id": repo_id, **kwargs}))
+        self.commits.append({op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in operations})
+        return CommitInfo(
+            commit_url=f"https://huggingface.co/{repo_id}/commit/abc123",
+            commit_message=kwargs["commit_message"],
+            commit_description="",
+            oid="abc123",
+        )
+
+
+@pytest.fixture
+def no_saved_token(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    for variable in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token-here"))
+
+
+def test_dry_run_writes_the_exact_folder_and_it_loads_back(checkpoint, tmp_path):
+    from transformers import AutoModel, AutoModelForQuestionAnswering, MambaModel, pipeline
+
+    from biomamba_hf import MambaForQuestionAnswering
+
+    qa_dir, clm_dir = checkpoint
+    folder = hub.push_to_hub(qa_dir, REPO_ID, pretraining_dir=clm_dir, dry_run=True, dry_run_dir=tmp_path / "up")
+
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert files == expected_files(qa_dir)  # no training_args.bin: pickles are never uploaded
+    assert (folder / "model.safetensors").read_bytes() == (qa_dir / "model.safetensors").read_bytes()
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.eval_results[0].metric_value == QA_RESULTS["bioasq_4b_strict_acc"]
+    assert "### Continued pretraining" in card.text and "![Training curves" in card.text
+
+    assert type(AutoModel.from_pretrained(folder)) is MambaModel
+    model = AutoModelForQuestionAnswering.from_pretrained(folder)
+    assert type(model) is MambaForQuestionAnswering
+    original = MambaForQuestionAnswering.from_pretrained(qa_dir).state_dict()
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, original[name], msg=name)
+    context = "Cystic fibrosis results from mutations in the CFTR chloride channel."
+    answer = pipeline("question-answering", model=str(folder))(question="Which gene?", context=context)
+    assert answer["answer"] == context[answer["start"] : answer["end"]]
+
+
+@pytest.mark.slow
+def test_usage_snippets_of_the_card_run_as_written(checkpoint, tmp_path, capsys):
+    qa_dir, clm_dir = checkpoint
+    folder = hub.push_to_hub(qa_dir, REPO_ID, pretraining_dir=clm_dir, dry_run=True, dry_run_dir=tmp_path / "up")
+    snippets = re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), flags=re.DOTALL)
+    assert len(snippets) == 2
+    for snippet in snippets:
+        # The Hub id is the only thing replaced: the repository's files are those of the dry-run folder.
+        exec(compile(snippet.replace(REPO_ID, str(folder)), "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "'answer':" in printed and "Aspirin irreversibly inhibits" in printed
+
+
+def test_push_prepares_one_commit_with_exactly_the_expected_files(checkpoint, monkeypatch, caplog, capsys):
+    qa_dir, clm_dir = checkpoint
+    hub_api = HubRecorder(monkeypatch, remote_files=[".gitattributes", "config.json", "model.safetensors"])
+    caplog.set_level("DEBUG")
+    info = hub.push_to_hub(
+        qa_dir, REPO_ID, pretraining_dir=clm_dir, token=FAKE_TOKEN, private=True, revision="v0.1", commit_message="m"
+    )
+
+    assert info.commit_url.endswith("/commit/abc123")
+    assert hub_api.names() == ["whoami", "create_repo", "create_branch", "list_repo_files", "create_commit"]
+    calls = dict(hub_api.calls)
+    assert calls["create_repo"] == {"repo_id": REPO_ID, "token": FAKE_TOKEN, "private": True, "exist_ok": True}
+    assert calls["create_branch"] == {"repo_id": REPO_ID, "branch": "v0.1", "token": FAKE_TOKEN, "exist_ok": True}
+    assert calls["list_repo_files"]["revision"] == "v0.1"
+    assert calls["create_commit"] == {
+        "repo_id": REPO_ID,
+        "commit_message": "m",
+        "revision": "v0.1",
+        "token": FAKE_TOKEN,
+    }
+    (commit,) = hub_api.commits
+    assert set(commit) == expected_files(qa_dir)
+    assert commit["model.safetensors"] == (qa_dir / "model.safetensors").read_bytes()
+    for name, content in commit.items():
+        assert FAKE_TOKEN.encode() not in content, name
+    assert FAKE_TOKEN not in caplog.text + "".join(capsys.readouterr())
+
+
+def test_a_leaked_token_in_a_recorded_file_stops_the_push(checkpoint, monkeypatch):
+    qa_dir, _ = checkpoint
+    hub_api = HubRecorder(monkeypatch)
+    write_json(qa_dir / "eval_results.json", {"note": f"pushed with {FAKE_TOKEN}"})
+    with pytest.raises(ValueError, match=r"eval_results.json contains a Hugging Face token; nothing was uploaded"):
+        hub.push_to_hub(qa_dir, REPO_ID, token=FAKE_TOKEN)
+    assert "create_commit" not in hub_api.names()
+
+
+def test_run_args_with_a_token_are_redacted_on_the_way_out(checkpoint, tmp_path):
+    qa_dir, _ = checkpoint
+    write_json(qa_dir / "run_args.json", {"learning_rate": 5e-5, "hub_token": FAKE_TOKEN})
+    folder = hub.push_to_hub(qa_dir, REPO_ID, dry_run=True, dry_run_dir=tmp_path / "up")
+    assert '"hub_token": "<redacted>"' in (folder / "run_args.json").read_text()
+
+
+def test_no_token_fails_before_any_file_is_prepared(checkpoint, monkeypatch, no_saved_token):
+    qa_dir, _ = checkpoint
+    hub_api = HubRecorder(monkeypatch)
+    staged = []
+    monkeypatch.setattr(hub, "_stage", lambda *args: staged.append(args))
+    with pytest.raises(ValueError, match=r"No Hugging Face token found, so nothing was prepared or uploaded"):
+        hub.push_to_hub(qa_dir, REPO_ID)
+    assert hub_api.calls == [] and staged == []
+
+
+@pytest.mark.parametrize(
+    ("whoami", "repo_id", "message"),
+    [
+        ({"name": "LeoYML", "auth": {"accessToken": {"role": "read"}}}, REPO_ID, r"token of 'LeoYML' is read-only"),
+        (WRITE_ACCESS, "someone-else/biomamba-130m", r"'LeoYML' cannot write to namespace 'someone-else'"),
+        (
+            {"name": "LeoYML", "auth": {"accessToken": {"role": "fineGrained", "fineGrained": {"scoped": [
+                {"entity": {"type": "user", "name": "LeoYML"}, "permissions": ["repo.content.read"]}]}}}},
+            REPO_ID,
+            r"fine-grained Hugging Face token of 'LeoYML' has no write permission on 'LeoYML'",
+        ),
+    ],
+)  # fmt: skip
+def test_no_write_access_fails_before_any_file_is_prepared(checkpoint, monkeypatch, whoami, repo_id, message):
+    qa_dir, _ = checkpoint
+    hub_api = HubRecorder(monkeypatch, whoami=whoami)
+    staged = []
+    monkeypatch.setattr(hub, "_stage", lambda *args: staged.append(args))
+    with pytest.raises(ValueError, match=message):
+        hub.push_to_hub(qa_dir, repo_id, token=FAKE_TOKEN)
+    assert hub_api.names() == ["whoami"] and staged == []
+
+
+def test_org_namespace_and_fine_grained_write_tokens_are_accepted(checkpoint, monkeypatch):
+    qa_dir, _ = checkpoint
+    hub_api = HubRecorder(monkeypatch)
+    hub.push_to_hub(qa_dir, "biomamba-org/biomamba-130m", token=FAKE_TOKEN)
+    fine_grained = {"name": "LeoYML", "auth": {"accessToken": {"role": "fineGrained", "fineGrained": {"scoped": [
+        {"entity": {"type": "user", "name": "LeoYML"}, "permissions": ["repo.content.read", "repo.write"]}]}}}}  # fmt: skip
+    hub_api.whoami_response = fine_grained
+    hub.push_to_hub(qa_dir, REPO_ID, token=FAKE_TOKEN)
+    assert hub_api.names().count("create_commit") == 2
+
+
+def test_existing_remote_card_and_metrics_are_kept_without_overwrite(checkpoint, monkeypatch):
+    qa_dir, clm_dir = checkpoint
+    remote = ["README.md", "config.json", "model.safetensors", "pretraining/all_results.json"]
+    hub_api = HubRecorder(monkeypatch, remote_files=remote)
+    with pytest.raises(
+        ValueError,
+        match=r"LeoYML/biomamba-130m \(revision main\) already has README.md, pretraining/all_results.json; "
+        r"nothing was uploaded. Pass --overwrite",
+    ):
+        hub.push_to_hub(qa_dir, REPO_ID, pretraining_dir=clm_dir, token=FAKE_TOKEN)
+    assert "create_commit" not in hub_api.names()
+
+    hub.push_to_hub(qa_dir, REPO_ID, pretraining_dir=clm_dir, token=FAKE_TOKEN, overwrite=True)
+    assert set(hub_api.commits[0]) == expected_files(qa_dir)
+
+
+def test_pickle_only_weights_and_incomplete_folders_are_refused(checkpoint, tmp_path):
+    qa_dir, _ = checkpoint
+    (qa_dir / "model.safetensors").rename(qa_dir / "pytorch_model.bin")
+    with pytest.raises(
+        ValueError, match=r"no safetensors weights .* pickle weights \(pytorch_model.bin, training_args"
+    ):
+        hub.push_to_hub(qa_dir, REPO_ID, dry_run=True, dry_run_dir=tmp_path / "up")
+    (qa_dir / "pytorch_model.bin").rename(qa_dir / "model.safetensors")
+    (qa_dir / "tokenizer_config.json").unlink()
+    with pytest.raises(ValueError, match=r"has no tokenizer \(tokenizer_config.json\)"):
+        hub.push_to_hub(qa_dir, REPO_ID, dry_run=True, dry_run_dir=tmp_path / "up")
+    with pytest.raises(ValueError, match=r"has no config.json"):
+        hub.push_to_hub(tmp_path / "clm", REPO_ID, dry_run=True, dry_run_dir=tmp_path / "up")
+    assert not (tmp_path / "up").exists()
+
+
+def test_example_script_dry_run_prints_the_file_list(checkpoint, tmp_path, monkeypatch, capsys):
+    qa_dir, clm_dir = checkpoint
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    monkeypatch.delitem(sys.modules, "push_to_hub", raising=False)
+    import push_to_hub
+
+    argv = ["--model_dir", str(qa_dir), "--repo_id", REPO_ID, "--pretraining_dir", str(clm_dir), "--dry_run"]
+    assert push_to_hub.main([*argv, "--dry_run_dir", str(tmp_path / "up")]) == 0
+    out = capsys.readouterr().out
+    listed = re.findall(r"^(\S+)\s+\d+(?:\.\d)? (?:B|KB|MB)$", out, flags=re.MULTILINE)
+    assert set(listed) == expected_files(qa_dir)
+    assert re.search(rf"^total\s+[\d.]+ KB  \({len(listed)} files\)$", out, flags=re.MULTILINE)
+
+    with pytest.raises(ValueError, match=r"dry_run_dir .* is not empty"):
+        push_to_hub.main([*argv, "--dry_run_dir", str(tmp_path / "up")])
+    with pytest.raises(ValueError, match=r"--dry_run writes the folder it would upload: pass --dry_run_dir"):
+        push_to_hub.main(argv)
