@@ -278,7 +278,9 @@ def lookup_metric(results: Mapping[str, float], key: str, source: str | os.PathL
     Raises:
         ValueError: if the key is recorded more than once (e.g. with ``eval_`` and ``test_``) with different values.
     """
-    candidates = [key] + [prefix + key for prefix in _TRAINER_PREFIXES if not key.startswith(prefix)]
+    # A prefixed name that is itself a table key (``test_perplexity``) belongs to its own row, never to ``key``'s.
+    table_keys = {spec.key for spec in MODEL_INDEX_TABLE}
+    candidates = [key] + [prefix + key for prefix in _TRAINER_PREFIXES if prefix + key not in table_keys]
     present = {name: results[name] for name in candidates if name in results}
     if len(set(present.values())) > 1:
         raise ValueError(

@@ -379,6 +379,19 @@ def test_trainer_prefixed_keys_are_read_and_conflicts_are_refused(tmp_path, toke
         hub.save_model_card(qa_dir, repo_id=REPO_ID)
 
 
+def test_validation_and_test_splits_stay_separate_rows(tmp_path):
+    results = {**CLM_RESULTS, "test_loss": 1.1, "test_perplexity": 3.0041660239464334}
+    card = ModelCard.load(hub.save_model_card(write_clm_run(tmp_path, results=results), repo_id="a/b"))
+    assert {key: r.metric_value for key, r in eval_results_by_key(card, "b").items()} == {
+        ("PubMed abstracts", "validation", "cross_entropy"): CLM_RESULTS["eval_loss"],
+        ("PubMed abstracts", "validation", "perplexity"): CLM_RESULTS["perplexity"],
+        ("PubMed abstracts", "test", "cross_entropy"): 1.1,
+        ("PubMed abstracts", "test", "perplexity"): 3.0041660239464334,
+    }
+    assert "| PubMed abstracts (test) | 1.1000 | 3.004 |" in card.text
+    assert "**Not measured**" in card.text and "PubMed abstracts (test):" not in card.text
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
