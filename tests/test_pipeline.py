@@ -43,12 +43,15 @@ def test_upstream_task_removal_shape():
     """Fails loudly if transformers changes how it removes pipeline tasks (see registration.py)."""
     from transformers import pipelines
 
-    if Version(transformers.__version__) >= Version("5.3"):
-        assert isinstance(pipelines.REMOVED_TASKS, dict)
-        assert "summarization" in pipelines.REMOVED_TASKS, "upstream no longer removes tasks via REMOVED_TASKS"
+    removed = getattr(pipelines, "REMOVED_TASKS", None)
+    if removed is not None:  # releases that block removed tasks before the registry is consulted (seen on 5.24)
+        assert isinstance(removed, dict)
+        assert "summarization" in removed, "upstream no longer removes tasks via REMOVED_TASKS"
         with pytest.raises(KeyError):
             pipelines._resolve_deprecated_task("summarization")
-    assert "question-answering" not in getattr(pipelines, "REMOVED_TASKS", {})
+    elif Version(transformers.__version__) >= Version("5.24"):
+        pytest.fail("transformers changed how it removes pipeline tasks: revisit registration.py")
+    assert "question-answering" not in (removed or {})
     _, task_info, _ = pipelines.PIPELINE_REGISTRY.check_task("question-answering")
     assert task_info["impl"] is QuestionAnsweringPipeline
 
