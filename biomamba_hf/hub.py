@@ -423,10 +423,14 @@ def _recipe_rows(run: RunRecord) -> list[tuple[str, str]]:
             continue
         rows.append((label, _display(value)))
         seen_labels.add(label)
-    sequence_length = args.get("block_size") or args.get("max_seq_length")
+    sequence_length = args.get("block_size") or args.get("max_seq_length") or run.results.get("train_block_size")
+    if sequence_length and "sequence length (tokens)" not in seen_labels:
+        rows.append(("sequence length (tokens)", _display(sequence_length)))
     batch = [args.get("per_device_train_batch_size"), args.get("gradient_accumulation_steps", 1)]
     batch.append(args.get("world_size", 1))
-    if sequence_length and all(isinstance(v, int) for v in batch):
+    if "train_tokens_per_step" in run.results:  # run_clm.py records what it actually used
+        rows.append(("tokens per optimizer step", f"{int(run.results['train_tokens_per_step']):,}"))
+    elif sequence_length and all(isinstance(v, int) for v in batch):
         rows.append(("tokens per optimizer step", f"{math.prod(batch) * sequence_length:,}"))
     if "global_step" in state:
         rows.append(("optimizer steps run", str(state["global_step"])))
@@ -548,6 +552,19 @@ def render_model_card(
                     "name": f"{dataset_name} ({split})",
                     "cross_entropy": _cell(metric.get("cross_entropy"), 4),
                     "perplexity": _cell(metric.get("perplexity"), 3),
+                }
+            )
+
+    if "pretraining" in runs and lm_rows:
+        # run_clm.py --eval_before_train scores the starting checkpoint on the same validation text.
+        initial = {key: runs["pretraining"].results.get(f"initial_{key}") for key in ("loss", "perplexity")}
+        start = runs["pretraining"].args.get("model_name_or_path", base_model)
+        if any(value is not None for value in initial.values()):
+            lm_rows.append(
+                {
+                    "name": f"PubMed abstracts (validation), starting checkpoint {_display(start)} before training",
+                    "cross_entropy": _cell(initial["loss"], 4),
+                    "perplexity": _cell(initial["perplexity"], 3),
                 }
             )
 

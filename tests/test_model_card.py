@@ -22,6 +22,8 @@ FAKE_TOKEN = "hf_" + "Q7xK2mV9pL4rT8wN3bY6cZ1dF5gH0jS2aE"
 # What examples/run_clm.py and examples/run_qa.py record (Trainer.save_metrics / save_state / save_run_arguments).
 CLM_RESULTS = {
     "epoch": 0.9982,
+    "initial_loss": 2.5998,
+    "initial_perplexity": 13.46,
     "eval_loss": 1.0723450183868408,
     "eval_runtime": 12.31,
     "eval_samples": 611,
@@ -29,6 +31,8 @@ CLM_RESULTS = {
     "train_loss": 1.2345678,
     "train_runtime": 5021.337,
     "train_samples": 76800,
+    "train_block_size": 2048,
+    "train_tokens_per_step": 524288,
 }
 QA_RESULTS = {
     "bioasq_4b_strict_acc": 0.3416149068322981,
@@ -280,6 +284,7 @@ tokens only \(padding is never scored\); perplexity is its exponential.
 \| split \| cross-entropy \| perplexity \|
 \|---\|---\|---\|
 \| PubMed abstracts \(validation\) \| 1.0723 \| 2.922 \|
+\| PubMed abstracts \(validation\), starting checkpoint state-spaces/mamba-130m-hf before training \| 2.5998 \| 13.460 \|
 
 \*\*Not measured\*\* for this checkpoint \(no value in the recorded results, so none is reported\):
 
