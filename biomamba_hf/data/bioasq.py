@@ -148,10 +148,12 @@ def read_squad_bioasq(paths: PathLike | Iterable[PathLike]) -> list[dict]:
     """The rows of :func:`load_squad_bioasq` as a list of dicts (no ``datasets`` needed).
 
     >>> import json, pathlib, tempfile
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "BioASQ-test-factoid-4b-1.json"
     >>> qa = {"id": "56c073fcef6e394741000020_000", "question": "Which gene?"}
-    >>> _ = path.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [{"context": "BRCA1.", "qas": [qa]}]}]}))
-    >>> row = read_squad_bioasq(path)[0]
+    >>> squad = {"data": [{"title": "t", "paragraphs": [{"context": "BRCA1.", "qas": [qa]}]}]}
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = pathlib.Path(tmp) / "BioASQ-test-factoid-4b-1.json"
+    ...     _ = path.write_text(json.dumps(squad))
+    ...     row = read_squad_bioasq(path)[0]
     >>> row["question_id"], row["batch"], row["answers"]
     ('56c073fcef6e394741000020', '4b-1', {'text': [], 'answer_start': []})
     """
