@@ -74,6 +74,16 @@ def mamba_code_path(device="cpu") -> str:
     return f"transformers PyTorch fallback{suffix}"
 
 
+def _defer_to_transformers(device, use_associative_scan: bool = False) -> bool:
+    """Whether the dispatcher hands a call back to transformers' own binding: mamba-ssm's kernel for CUDA tensors
+    where it is installed, and the associative scan under ``torch.compile`` when the config asks for it."""
+    import torch
+
+    if getattr(device, "type", str(device)).split(":")[0] == "cuda" and _selective_scan_kernel_available():
+        return True
+    return bool(use_associative_scan) and torch.compiler.is_compiling()
+
+
 def _dispatch_selective_scan(
     hidden_states,
     dt,
@@ -91,14 +101,9 @@ def _dispatch_selective_scan(
 ):
     """Stands in for transformers' ``mamba_selective_scan``: mamba-ssm's kernel on CUDA where it is installed, the
     associative scan under ``torch.compile`` when the config asks for it, else the portable fast scan."""
-    import torch
-
     from .selective_scan import selective_scan
 
-    use_original = (hidden_states.is_cuda and _selective_scan_kernel_available()) or (
-        use_associative_scan and torch.compiler.is_compiling()
-    )
-    if use_original:
+    if _defer_to_transformers(hidden_states.device, use_associative_scan):
         return _original_scan(
             hidden_states,
             dt,
