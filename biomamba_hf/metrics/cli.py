@@ -85,12 +85,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _table(result: dict) -> str:
-    header = f"{'batch':<16}{'questions':>10}{'answered':>10}{'strict_acc':>12}{'lenient_acc':>13}{'mrr':>9}"
+    header = f"{'batch':<20}{'questions':>10}{'answered':>10}{'strict_acc':>12}{'lenient_acc':>13}{'mrr':>9}"
     lines = [header, "-" * len(header)]
 
     def row(name: str, scores: dict) -> str:
         return (
-            f"{name:<16}{scores['num_questions']:>10}{scores['num_answered']:>10}"
+            f"{name:<20}{scores['num_questions']:>10}{scores['num_answered']:>10}"
             f"{scores['strict_acc']:>12.4f}{scores['lenient_acc']:>13.4f}{scores['mrr']:>9.4f}"
         )
 
