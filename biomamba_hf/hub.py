@@ -419,6 +419,8 @@ def _recipe_rows(run: RunRecord) -> list[tuple[str, str]]:
             continue
         if key in ("warmup_steps", "warmup_ratio", "max_steps") and value in (0, -1):
             continue
+        if key == "warmup_steps" and isinstance(value, float) and value < 1:  # transformers 5: a float is a ratio
+            label = "warmup ratio"
         if key in ("bf16", "fp16") and value is False:
             continue
         rows.append((label, _display(value)))
@@ -438,6 +440,22 @@ def _recipe_rows(run: RunRecord) -> list[tuple[str, str]]:
         if key in run.results:
             rows.append((label, _display(round(run.results[key], 4))))
     return rows
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _recorded_base_model(runs: Iterable[RunRecord]) -> str | None:
+    """The Hub id the earliest run with recorded arguments started from; None when it started from scratch."""
+    for run in runs:
+        if not run.args:
+            continue
+        start = run.args.get("model_name_or_path")
+        if isinstance(start, str) and _HUB_ID.fullmatch(start) and not Path(start).exists():
+            return start
+        if start is None:
+            return None  # recorded, with no starting checkpoint: trained from scratch
+    return DEFAULT_BASE_MODEL
 
 
 def _cell(value: float | None, digits: int) -> str:
@@ -460,7 +478,7 @@ def render_model_card(
     pretraining_dir: str | os.PathLike | None = None,
     qa_dir: str | os.PathLike | None = None,
     repo_id: str | None = None,
-    base_model: str = DEFAULT_BASE_MODEL,
+    base_model: str | None = None,
     license: str = DEFAULT_LICENSE,
     datasets: Sequence[str] | None = None,
     tags: Sequence[str] | None = None,
@@ -473,7 +491,10 @@ def render_model_card(
     ``pretraining_dir`` / ``qa_dir`` are the output folders of the run_clm / run_qa runs that produced the
     checkpoint (either may be ``model_dir`` itself). With neither, ``model_dir`` is taken as the run of the stage its
     ``config.json`` architecture belongs to. ``repo_id`` names the model in usage snippets (default: the folder
-    name). ``plot_file`` is a file name beside the card to show as the training-curve figure.
+    name). ``plot_file`` is a file name beside the card to show as the training-curve figure. ``base_model``
+    defaults to the Hub id the earliest recorded run started from (``model_name_or_path`` in ``run_args.json``); a
+    run recorded without one was trained from scratch and gets none; with no recorded arguments at all it is
+    ``state-spaces/mamba-130m-hf``.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -487,6 +508,8 @@ def render_model_card(
             pretraining_dir = model_dir
     stage_dirs = {name: Path(d) for name, d in (("pretraining", pretraining_dir), ("qa", qa_dir)) if d is not None}
     runs = {name: load_run(d) for name, d in stage_dirs.items()}
+    if base_model is None:
+        base_model = _recorded_base_model(runs.values())
     pipeline_tag = _ARCHITECTURE_PIPELINES.get(architecture, "question-answering" if "qa" in runs else None)
     repo_id = repo_id or model_dir.resolve().name
     model_name = repo_id.split("/")[-1]
@@ -558,11 +581,12 @@ def render_model_card(
     if "pretraining" in runs and lm_rows:
         # run_clm.py --eval_before_train scores the starting checkpoint on the same validation text.
         initial = {key: runs["pretraining"].results.get(f"initial_{key}") for key in ("loss", "perplexity")}
-        start = runs["pretraining"].args.get("model_name_or_path", base_model)
+        start = runs["pretraining"].args.get("model_name_or_path")
         if any(value is not None for value in initial.values()):
             lm_rows.append(
                 {
-                    "name": f"PubMed abstracts (validation), starting checkpoint {_display(start)} before training",
+                    "name": "PubMed abstracts (validation), "
+                    + (f"starting checkpoint {_display(start)} before training" if start else "before training"),
                     "cross_entropy": _cell(initial["loss"], 4),
                     "perplexity": _cell(initial["perplexity"], 3),
                 }

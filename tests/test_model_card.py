@@ -163,8 +163,7 @@ EXPECTED_BODY = r"""
 
 biomamba-130m is a \[Mamba\]\(https://arxiv.org/abs/2312.00752\) language model \(selective state-space model, no
 attention\) adapted to biomedical text following the BioMamba recipe: continued next-token pretraining on PubMed abstracts, then fine-tuning for extractive question answering on BioASQ factoid questions.
-It is built on \[`state-spaces/mamba-130m-hf`\]\(https://huggingface.co/state-spaces/mamba-130m-hf\) and packaged with
-`biomamba_hf`, which adds a `MambaForQuestionAnswering` head and an
+It is built on \[`state-spaces/mamba-130m-hf`\]\(https://huggingface.co/state-spaces/mamba-130m-hf\) and packaged with `biomamba_hf`, which adds a `MambaForQuestionAnswering` head and an
 extractive question-answering pipeline to 🤗 Transformers.
 
 - \*\*Architecture:\*\* `MambaForQuestionAnswering` \([\d,]+ parameters, 2 layers, d_model 32, state size 8, vocabulary \d+\)
@@ -365,6 +364,17 @@ def test_a_clm_checkpoint_gets_a_text_generation_card(tmp_path, clm_dir):
     }
     assert "`MambaForCausalLM`" in card.text and "### Continued pretraining" in card.text
     assert "fine-tuned for extractive QA, so" not in card.text
+
+
+def test_a_run_from_scratch_claims_no_base_model(tmp_path):
+    args = {"model_type": "mamba", "block_size": 128, "warmup_steps": 0.05, "per_device_train_batch_size": 16}
+    card = ModelCard.load(hub.save_model_card(write_clm_run(tmp_path, args=args), repo_id="a/demo"))
+    assert card.data.base_model is None
+    assert "It was trained from a\nrandom initialisation (no base model)" in card.text
+    assert "- **Base model:** none (random initialisation)" in card.text
+    assert "| PubMed abstracts (validation), before training | 2.5998 | 13.460 |" in card.text
+    assert "| warmup ratio | 0.05 |" in card.text and "warmup steps" not in card.text
+    assert "mamba-130m" not in card.text
 
 
 def test_trainer_prefixed_keys_are_read_and_conflicts_are_refused(tmp_path, tokenizer_dir):
