@@ -1,0 +1,298 @@
+"""Training-speed levers for continued pretraining, measured in ``benchmarks/bench_training_throughput.py``.
+
+* :func:`chunked_linear_cross_entropy`: the language-model head and its cross-entropy in one autograd function that
+  works through the tokens in chunks, so the ``(tokens x vocabulary)`` float32 logits (2048 x 16 x 50,280 x 4 bytes
+  = 6.6 GB for one micro-batch of the recipe, and as much again for their gradient) never exist at once. The
+  gradients of the hidden states and of the head's weight are computed chunk by chunk during the forward pass (as
+  liger-kernel's fused linear cross-entropy does), so no activation of the head is kept for the backward pass.
+  Pure PyTorch: it runs on CPUs, and on GPUs with ``implementation="liger"`` it hands over to liger-kernel's Triton
+  kernel when that package is installed.
+* :func:`enable_chunked_cross_entropy`: makes a causal LM (``MambaForCausalLM``, ``GPT2LMHeadModel``, any model with
+  ``base_model_prefix`` and an output embedding) compute its training loss that way. The class, the checkpoint
+  format and evaluation are unchanged: only a forward call in training mode with ``labels`` takes the chunked path,
+  and it returns ``logits=None``. ``Trainer``'s ``num_items_in_batch`` (the token count of a whole gradient-
+  accumulation step) is honoured exactly as transformers' ``ForCausalLMLoss`` honours it.
+* :func:`compile_non_scan_parts`: ``torch.compile`` of the parts of a Mamba model that the CUDA kernels do not fuse
+  (the RMS norms with their float32 up-cast), leaving the selective scan and its custom autograd functions eager.
+
+Whether each lever pays off is measured, not assumed; see ``benchmarks/README.md`` for the numbers.
+This module imports only ``torch`` and ``transformers``.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+
+__all__ = [
+    "CHUNKED_CE_IMPLEMENTATIONS",
+    "chunked_linear_cross_entropy",
+    "compile_non_scan_parts",
+    "disable_chunked_cross_entropy",
+    "enable_chunked_cross_entropy",
+    "liger_available",
+]
+
+IGNORE_INDEX = -100
+#: ``implementation`` values of :func:`chunked_linear_cross_entropy`.
+CHUNKED_CE_IMPLEMENTATIONS = ("auto", "torch", "liger")
+_ORIGINAL_FORWARD = "_biomamba_original_forward"
+
+
+def liger_available() -> bool:
+    """True when liger-kernel (and with it Triton) can be imported."""
+    try:
+        from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss  # noqa: F401
+    except Exception:  # ImportError, or Triton failing to initialise on a machine without a GPU
+        return False
+    return True
+
+
+def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype the head's matmul runs in: the autocast dtype where autocast is on (as for ``nn.Linear``)."""
+    device_type = tensor.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return tensor.dtype
+
+
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of ``hidden @ weight.T`` against ``labels``, gradients computed chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, ignore_index, chunk_size, compute_dtype):
+        need_hidden_grad, need_weight_grad = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        num_tokens = hidden.shape[0]
+        loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if need_hidden_grad else None
+        grad_weight = (
+            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_weight_grad else None
+        )
+        w = weight.to(compute_dtype)
+        with torch.autocast(hidden.device.type, enabled=False):
+            for start in range(0, num_tokens, chunk_size):
+                end = min(start + chunk_size, num_tokens)
+                h = hidden[start:end].to(compute_dtype)
+                target = labels[start:end]
+                valid = target.ne(ignore_index)
+                safe_target = target.masked_fill(~valid, 0)
+                logits = (h @ w.t()).float()  # (chunk, vocab): the only logits alive at any time
+                lse = torch.logsumexp(logits, dim=-1)
+                target_logit = logits.gather(1, safe_target.unsqueeze(1)).squeeze(1)
+                loss += ((lse - target_logit) * valid).sum()
+                if grad_hidden is None and grad_weight is None:
+                    continue
+                # d(loss)/d(logits) = softmax - one_hot(target), zero on ignored rows; computed in place.
+                grad_logits = logits.sub_(lse.unsqueeze(1)).exp_()
+                grad_logits[torch.arange(end - start, device=hidden.device), safe_target] -= 1.0
+                grad_logits.mul_(valid.unsqueeze(1))
+                grad_logits = grad_logits.to(compute_dtype)
+                if grad_hidden is not None:
+                    grad_hidden[start:end] = (grad_logits @ w).to(hidden.dtype)
+                if grad_weight is not None:
+                    grad_weight += (grad_logits.t() @ h).float()
+        ctx.save_for_backward(
+            grad_hidden if grad_hidden is not None else torch.empty(0),
+            grad_weight.to(weight.dtype) if grad_weight is not None else torch.empty(0),
+        )
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        need_hidden_grad, need_weight_grad = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        return (
+            grad_hidden * grad_output.to(grad_hidden.dtype) if need_hidden_grad else None,
+            grad_weight * grad_output.to(grad_weight.dtype) if need_weight_grad else None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def _liger_sum(hidden, weight, labels, ignore_index):
+    from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
+
+    compute_dtype = _compute_dtype(hidden)
+    loss_fn = LigerFusedLinearCrossEntropyLoss(ignore_index=ignore_index, reduction="sum")
+    return loss_fn(weight.to(compute_dtype), hidden.to(compute_dtype), labels).float()
+
+
+def chunked_linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    shift_labels: bool = True,
+    ignore_index: int = IGNORE_INDEX,
+    num_items_in_batch: int | torch.Tensor | None = None,
+    chunk_size: int = 1024,
+    implementation: str = "auto",
+) -> torch.Tensor:
+    """Cross-entropy of the logits ``hidden @ weight.T`` against ``labels``, without materialising the logits.
+
+    Equal (up to float rounding) to transformers' causal-LM loss,
+    ``ForCausalLMLoss(lm_head(hidden).float(), labels, vocab_size)``:
+
+    * ``shift_labels=True``: position ``t`` predicts ``labels[..., t + 1]`` (pass ``labels = input_ids`` as for a
+      causal LM); ``False`` scores position ``t`` against ``labels[..., t]``.
+    * Targets equal to ``ignore_index`` do not count.
+    * The summed loss is divided by ``num_items_in_batch`` when given (``Trainer`` passes the number of counted
+      tokens of the whole gradient-accumulation step), else by the number of counted targets here.
+    * Under autocast the head's matmul runs in the autocast dtype and the softmax in float32, as ``nn.Linear``
+      followed by ``.float()`` does.
+
+    Args:
+        hidden: ``(..., hidden_size)`` final hidden states.
+        weight: ``(vocab_size, hidden_size)`` weight of the (bias-free) output layer.
+        labels: ``hidden.shape[:-1]`` integer targets.
+        chunk_size: tokens per chunk; each chunk holds a ``(chunk_size, vocab_size)`` float32 logits block.
+        implementation: ``"torch"`` (this module's chunked PyTorch loop), ``"liger"`` (liger-kernel's Triton kernel;
+            CUDA tensors only) or ``"auto"`` (liger-kernel for CUDA tensors where it is installed, else torch).
+
+    >>> import torch
+    >>> hidden, weight = torch.randn(2, 5, 8), torch.randn(11, 8)
+    >>> labels = torch.tensor([[1, 2, 3, 4, 5], [6, 7, -100, -100, -100]])
+    >>> reference = torch.nn.functional.cross_entropy(
+    ...     (hidden @ weight.T)[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=-100)
+    >>> bool(torch.allclose(chunked_linear_cross_entropy(hidden, weight, labels, chunk_size=3), reference))
+    True
+    """
+    if implementation not in CHUNKED_CE_IMPLEMENTATIONS:
+        raise ValueError(
+            f"implementation={implementation!r} is not one of {', '.join(CHUNKED_CE_IMPLEMENTATIONS)}; use 'torch' "
+            "for the portable chunked loss or 'liger' for liger-kernel's Triton kernel."
+        )
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive number of tokens, got {chunk_size!r}.")
+    if weight.dim() != 2 or hidden.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"weight of shape {tuple(weight.shape)} does not match hidden states of shape {tuple(hidden.shape)}: "
+            "pass the output layer's (vocab_size, hidden_size) weight, e.g. model.get_output_embeddings().weight."
+        )
+    if labels.shape != hidden.shape[:-1]:
+        raise ValueError(
+            f"labels of shape {tuple(labels.shape)} do not match hidden states of shape {tuple(hidden.shape)}: "
+            "pass one target per position (labels.shape == hidden.shape[:-1])."
+        )
+    labels = labels.to(hidden.device)
+    if shift_labels:
+        # As transformers' ForCausalLMLoss: pad then shift, so hidden keeps its (contiguous) shape.
+        labels = torch.nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    hidden = hidden.reshape(-1, hidden.shape[-1])
+    labels = labels.reshape(-1)
+
+    use_liger = implementation == "liger" or (
+        implementation == "auto" and hidden.device.type == "cuda" and liger_available()
+    )
+    if use_liger:
+        if hidden.device.type != "cuda":
+            raise ValueError(
+                f"implementation='liger' runs liger-kernel's Triton kernel, which needs CUDA tensors (got "
+                f"{hidden.device.type}); use implementation='torch' or 'auto'."
+            )
+        if not liger_available():
+            raise ValueError("implementation='liger' needs the liger-kernel package: `pip install liger-kernel`.")
+        loss_sum = _liger_sum(hidden, weight, labels, ignore_index)
+    else:
+        loss_sum = _ChunkedLinearCrossEntropy.apply(
+            hidden, weight, labels, ignore_index, chunk_size, _compute_dtype(hidden)
+        )
+    if num_items_in_batch is None:
+        denominator = labels.ne(ignore_index).sum()
+    elif torch.is_tensor(num_items_in_batch):
+        denominator = num_items_in_batch.to(loss_sum.device)
+    else:
+        denominator = num_items_in_batch
+    return loss_sum / denominator
+
+
+def _chunked_forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, **kwargs):
+    """Forward of a causal LM whose training loss goes through :func:`chunked_linear_cross_entropy`."""
+    original = getattr(self, _ORIGINAL_FORWARD)
+    if labels is None or not self.training or not torch.is_grad_enabled():
+        return original(
+            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, labels=labels, **kwargs
+        )
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    settings = self._biomamba_chunked_ce
+    num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+    output_hidden_states = kwargs.pop("output_hidden_states", None)
+    body_kwargs = {"use_cache": False, "return_dict": True, "output_hidden_states": output_hidden_states}
+    if attention_mask is not None:
+        body_kwargs["attention_mask"] = attention_mask
+    body = getattr(self, self.base_model_prefix)
+    outputs = body(input_ids=input_ids, inputs_embeds=inputs_embeds, **body_kwargs)
+    loss = chunked_linear_cross_entropy(
+        outputs.last_hidden_state,
+        self.get_output_embeddings().weight,
+        labels,
+        num_items_in_batch=num_items_in_batch,
+        chunk_size=settings["chunk_size"],
+        implementation=settings["implementation"],
+    )
+    return CausalLMOutputWithPast(loss=loss, logits=None, hidden_states=outputs.hidden_states)
+
+
+def enable_chunked_cross_entropy(model, chunk_size: int = 1024, implementation: str = "auto"):
+    """Make ``model`` compute its training loss with :func:`chunked_linear_cross_entropy`; returns ``model``.
+
+    Only calls in training mode, with gradients enabled and with ``labels`` change: they return the loss and
+    ``logits=None`` (``Trainer`` needs only the loss). Evaluation, generation and ``save_pretrained`` are untouched.
+    Idempotent (a second call updates the settings); undo with :func:`disable_chunked_cross_entropy`.
+
+    Raises:
+        ValueError: for a model without a bias-free output layer or a base model attribute, a non-positive
+            ``chunk_size`` or an unknown ``implementation``.
+    """
+    if implementation not in CHUNKED_CE_IMPLEMENTATIONS:
+        raise ValueError(f"implementation={implementation!r} is not one of {', '.join(CHUNKED_CE_IMPLEMENTATIONS)}.")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive number of tokens, got {chunk_size!r}.")
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    prefix = getattr(model, "base_model_prefix", None)
+    if not isinstance(head, torch.nn.Linear) or head.bias is not None or not hasattr(model, prefix or ""):
+        raise ValueError(
+            f"{type(model).__name__} is not a causal LM with a bias-free linear output layer and a base model "
+            "(e.g. MambaForCausalLM, GPT2LMHeadModel): the chunked cross-entropy cannot replace its loss."
+        )
+    model._biomamba_chunked_ce = {"chunk_size": chunk_size, "implementation": implementation}
+    if _ORIGINAL_FORWARD not in vars(model):
+        setattr(model, _ORIGINAL_FORWARD, model.forward)
+        model.forward = types.MethodType(_chunked_forward, model)
+    return model
+
+
+def disable_chunked_cross_entropy(model):
+    """Undo :func:`enable_chunked_cross_entropy` (idempotent); returns ``model``."""
+    if _ORIGINAL_FORWARD in vars(model):
+        model.forward = vars(model).pop(_ORIGINAL_FORWARD)
+        del model._biomamba_chunked_ce
+    return model
+
+
+def compile_non_scan_parts(model, **compile_kwargs):
+    """``torch.compile`` each RMS norm of a Mamba model in place (the blocks' and the final one); returns ``model``.
+
+    With mamba-ssm's kernels the mixer (input projection, convolution, selective scan, output projection) is one
+    fused autograd function that ``torch.compile`` cannot trace; the norms around it, which up-cast to float32 in
+    several elementwise kernels, are what is left to fuse. ``compile_kwargs`` go to ``nn.Module.compile``.
+
+    Raises:
+        ValueError: for a model that is not a Mamba model (no ``backbone.layers[*].norm``).
+    """
+    body = getattr(model, "backbone", model)
+    layers = getattr(body, "layers", None)
+    if layers is None or not all(hasattr(layer, "norm") for layer in layers):
+        raise ValueError(
+            f"{type(model).__name__} has no Mamba blocks (backbone.layers[*].norm): compile_non_scan_parts only "
+            "applies to Mamba models."
+        )
+    for layer in layers:
+        layer.norm.compile(**compile_kwargs)
+    if hasattr(body, "norm_f"):
+        body.norm_f.compile(**compile_kwargs)
+    return model
