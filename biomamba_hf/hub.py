@@ -445,17 +445,22 @@ def _recipe_rows(run: RunRecord) -> list[tuple[str, str]]:
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def _recorded_base_model(runs: Iterable[RunRecord]) -> str | None:
-    """The Hub id the earliest run with recorded arguments started from; None when it started from scratch."""
+def _recorded_base_model(runs: Iterable[RunRecord]) -> tuple[str | None, str]:
+    """``(Hub id, description)`` of where the earliest run with recorded arguments started from.
+
+    The Hub id is None for a run trained from scratch, one started from a local folder, or when no run recorded its
+    arguments (``run_args.json``); the description then says which, so the card never guesses.
+    """
     for run in runs:
         if not run.args:
             continue
         start = run.args.get("model_name_or_path")
-        if isinstance(start, str) and _HUB_ID.fullmatch(start) and not Path(start).exists():
-            return start
         if start is None:
-            return None  # recorded, with no starting checkpoint: trained from scratch
-    return DEFAULT_BASE_MODEL
+            return None, "none (random initialisation)"
+        if isinstance(start, str) and _HUB_ID.fullmatch(start) and not Path(start).exists():
+            return start, f"[`{start}`](https://huggingface.co/{start})"
+        return None, f"a local checkpoint (`{_display(start)}`)"
+    return None, "not recorded (no run_args.json)"
 
 
 def _cell(value: float | None, digits: int) -> str:
@@ -493,8 +498,8 @@ def render_model_card(
     ``config.json`` architecture belongs to. ``repo_id`` names the model in usage snippets (default: the folder
     name). ``plot_file`` is a file name beside the card to show as the training-curve figure. ``base_model``
     defaults to the Hub id the earliest recorded run started from (``model_name_or_path`` in ``run_args.json``); a
-    run recorded without one was trained from scratch and gets none; with no recorded arguments at all it is
-    ``state-spaces/mamba-130m-hf``.
+    run started from scratch or from a local folder, or with no recorded arguments, gets none and the card says
+    which (pass ``base_model`` to name it).
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -509,7 +514,9 @@ def render_model_card(
     stage_dirs = {name: Path(d) for name, d in (("pretraining", pretraining_dir), ("qa", qa_dir)) if d is not None}
     runs = {name: load_run(d) for name, d in stage_dirs.items()}
     if base_model is None:
-        base_model = _recorded_base_model(runs.values())
+        base_model, base_model_note = _recorded_base_model(runs.values())
+    else:
+        base_model_note = f"[`{base_model}`](https://huggingface.co/{base_model})"
     pipeline_tag = _ARCHITECTURE_PIPELINES.get(architecture, "question-answering" if "qa" in runs else None)
     repo_id = repo_id or model_dir.resolve().name
     model_name = repo_id.split("/")[-1]
@@ -610,6 +617,7 @@ def render_model_card(
         model_name=model_name,
         repo_id=repo_id,
         base_model=base_model,
+        base_model_note=base_model_note,
         license=license,
         description=_description(list(runs)),
         architecture=architecture,

@@ -41,7 +41,12 @@ class PushArguments:
         default=None, metadata={"help": "Hub token with write access (default: HF_TOKEN or the saved login)."}
     )
     commit_message: str = field(default="Upload biomamba_hf checkpoint, model card and metrics")
-    base_model: str = field(default="state-spaces/mamba-130m-hf", metadata={"help": "base_model of the card."})
+    base_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Card's base_model (default: the Hub id the recorded run started from, from run_args.json)."
+        },
+    )
 
     def __post_init__(self):
         if self.repo_id.count("/") > 1 or not self.repo_id.strip("/"):

@@ -163,8 +163,8 @@ EXPECTED_BODY = r"""
 
 biomamba-130m is a \[Mamba\]\(https://arxiv.org/abs/2312.00752\) language model \(selective state-space model, no
 attention\) adapted to biomedical text following the BioMamba recipe: continued next-token pretraining on PubMed abstracts, then fine-tuning for extractive question answering on BioASQ factoid questions.
-It is built on \[`state-spaces/mamba-130m-hf`\]\(https://huggingface.co/state-spaces/mamba-130m-hf\) and packaged with `biomamba_hf`, which adds a `MambaForQuestionAnswering` head and an
-extractive question-answering pipeline to 🤗 Transformers.
+It is packaged with `biomamba_hf`, which adds a `MambaForQuestionAnswering` head and an extractive
+question-answering pipeline to 🤗 Transformers.
 
 - \*\*Architecture:\*\* `MambaForQuestionAnswering` \([\d,]+ parameters, 2 layers, d_model 32, state size 8, vocabulary \d+\)
 - \*\*Base model:\*\* \[`state-spaces/mamba-130m-hf`\]\(https://huggingface.co/state-spaces/mamba-130m-hf\)
@@ -342,6 +342,8 @@ def test_missing_metrics_are_omitted_and_listed_as_not_measured(tmp_path, tokeni
         ("BioASQ 4b factoid", "test", "strict_accuracy"),
     ]
     assert card.data.datasets == ["bioasq"]
+    assert card.data.base_model is None  # the QA run started from a local folder: no Hub id is guessed
+    assert "- **Base model:** a local checkpoint (`clm`)" in card.text
     assert "- BioASQ 5b factoid (test): Strict accuracy, Lenient accuracy, Mean reciprocal rank" in card.text
     assert "- PubMed abstracts (validation): Cross-entropy (nats/token), Perplexity" in card.text
     assert "| BioASQ 5b factoid" not in card.text and "Language modelling on PubMed" not in card.text
@@ -370,11 +372,17 @@ def test_a_run_from_scratch_claims_no_base_model(tmp_path):
     args = {"model_type": "mamba", "block_size": 128, "warmup_steps": 0.05, "per_device_train_batch_size": 16}
     card = ModelCard.load(hub.save_model_card(write_clm_run(tmp_path, args=args), repo_id="a/demo"))
     assert card.data.base_model is None
-    assert "It was trained from a\nrandom initialisation (no base model)" in card.text
     assert "- **Base model:** none (random initialisation)" in card.text
     assert "| PubMed abstracts (validation), before training | 2.5998 | 13.460 |" in card.text
     assert "| warmup ratio | 0.05 |" in card.text and "warmup steps" not in card.text
     assert "mamba-130m" not in card.text
+
+    (tmp_path / "run_args.json").unlink()  # nothing recorded: the card must not guess
+    card = ModelCard.load(hub.save_model_card(tmp_path, repo_id="a/demo"))
+    assert card.data.base_model is None and "mamba-130m" not in card.text
+    assert "- **Base model:** not recorded (no run_args.json)" in card.text
+    card = ModelCard.load(hub.save_model_card(tmp_path, repo_id="a/demo", base_model="state-spaces/mamba-130m-hf"))
+    assert card.data.base_model == "state-spaces/mamba-130m-hf"
 
 
 def test_trainer_prefixed_keys_are_read_and_conflicts_are_refused(tmp_path, tokenizer_dir):
