@@ -1,0 +1,604 @@
+"""Reusable pieces of extractive-QA fine-tuning and BioASQ evaluation (``examples/run_qa.py``).
+
+As transformers keeps ``postprocess_qa_predictions`` in ``utils_qa.py`` next to its ``run_qa.py``, the logic of the
+script lives here so that it can be tested and reused:
+
+* :class:`QATrainingArguments`: ``TrainingArguments`` plus ``--overwrite_output_dir`` and ``--eval_before_train``;
+* :func:`resolve_qa_layout`: the input layout of a run, refusing to retrain a checkpoint with another layout;
+* :func:`load_training_examples` / :func:`check_disjoint`: SQuAD rows from golden and SQuAD files, with a leak check
+  against the test questions;
+* :func:`prepare_train_features` / :func:`prepare_eval_features`: ``Dataset.map`` functions building model windows
+  (:func:`biomamba_hf.qa.prepare_qa_features`), and :class:`QADataCollator` to pad them;
+* :func:`add_lora` / :func:`merge_lora`: LoRA through peft on the Mamba modules that actually train, with the QA head
+  trained in full (``modules_to_save``);
+* :func:`postprocess_predictions` (from logits) and :func:`pipeline_nbest` (through the QA pipeline): the n-best
+  answers of every context; :func:`merge_question_predictions`: one ranked top-5 per question;
+* :func:`score_test_set` / :func:`write_prediction_files`: BioASQ metrics per batch, batch average and micro average,
+  and the prediction, n-best and submission files.
+
+How candidates become a question's top 5 (the rule of :func:`biomamba_hf.metrics.merge_candidates`, BioBERT's): each
+context (snippet or abstract) of a question gives its ``n_best_size`` best spans with probability
+``p(start) * p(end)`` (softmax over the context tokens of a window, see :func:`biomamba_hf.qa.extract_answers`);
+spans are tidied (:func:`biomamba_hf.metrics.clean_answer`), grouped case-insensitively per question with their
+probabilities summed over contexts, and the five highest are the question's ranked answers.
+
+This module imports transformers (the arguments subclass ``TrainingArguments``); ``datasets`` and ``peft`` are imported
+inside the functions that need them. ``import biomamba_hf`` does not import this module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from transformers import TrainingArguments
+
+from .metrics.bioasq import MAX_CANDIDATES, bioasq_factoid_batches, flatten_scores, merge_nbest, write_submission
+from .modeling import QA_LAYOUTS
+from .qa import extract_answers, prepare_qa_features
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_LORA_TARGETS",
+    "QADataCollator",
+    "QATrainingArguments",
+    "add_lora",
+    "check_disjoint",
+    "load_training_examples",
+    "merge_lora",
+    "merge_question_predictions",
+    "pipeline_nbest",
+    "postprocess_predictions",
+    "predict_nbest",
+    "prepare_eval_features",
+    "prepare_train_features",
+    "resolve_data_path",
+    "resolve_qa_layout",
+    "score_test_set",
+    "test_set_name",
+    "write_prediction_files",
+]
+
+#: Mamba modules LoRA adapts by default: the ones whose adapters train on every code path we know.
+DEFAULT_LORA_TARGETS = ("in_proj", "x_proj", "embeddings")
+#: Modules LoRA cannot adapt on Mamba, and why.
+_LORA_REFUSED = {
+    "out_proj": "peft refuses it on Mamba models: the fused CUDA path (mamba_inner_fn) multiplies by "
+    "out_proj.weight directly, so an adapter there would be silently skipped",
+    "conv1d": "peft refuses it on Mamba models: the convolution runs through causal_conv1d kernels that read "
+    "conv1d.weight directly",
+    "dt_proj": "transformers' Mamba never calls dt_proj as a module: the fused CUDA path and the PyTorch path both "
+    "multiply by dt_proj.weight directly, so an adapter there would never train",
+}
+#: The head of each task model, trained in full next to the adapters.
+_HEADS = ("qa_outputs", "score")
+
+
+@dataclass
+class QATrainingArguments(TrainingArguments):
+    """``TrainingArguments`` with run_clm's ``--overwrite_output_dir`` (gone from transformers 5) and
+    ``--eval_before_train``."""
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Write into a non-empty output_dir. Without it a non-empty output_dir is an error, unless it holds "
+            "a checkpoint, which training then resumes from."
+        },
+    )
+    eval_before_train: bool = field(
+        default=False,
+        metadata={
+            "help": "Also score the starting checkpoint (before fine-tuning) on the test sets; its metrics are "
+            "saved with the prefix `initial_`."
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def resolve_data_path(path: str | os.PathLike, data_dir: str | os.PathLike | None) -> Path:
+    """``path`` as given when absolute (or when there is no ``data_dir``), else relative to ``data_dir``.
+
+    >>> str(resolve_data_path("bioasq/4b", "data")), str(resolve_data_path("/x/4b", "data"))
+    ('data/bioasq/4b', '/x/4b')
+    """
+    path = Path(os.path.expanduser(str(path)))
+    if path.is_absolute() or data_dir is None:
+        return path
+    return Path(data_dir) / path
+
+
+def resolve_qa_layout(requested: str | None, config, source: str = "the checkpoint") -> str:
+    """The QA layout of a run: ``requested`` (or the checkpoint's own, or ``"question_first"``), recorded in ``config``.
+
+    A checkpoint already fine-tuned for QA (``architectures`` names a ``...ForQuestionAnswering`` class) keeps the
+    layout it was trained with: asking for another one is an error, since its head reads spans where that layout put
+    them.
+    """
+    if requested is not None and requested not in QA_LAYOUTS:
+        raise ValueError(f"--qa_layout {requested!r} is not a QA layout; use one of {', '.join(QA_LAYOUTS)}.")
+    trained = getattr(config, "qa_layout", None)
+    is_qa_checkpoint = any(
+        name.endswith("ForQuestionAnswering") for name in (getattr(config, "architectures", None) or [])
+    )
+    if is_qa_checkpoint and trained is not None:
+        if requested is not None and requested != trained:
+            raise ValueError(
+                f"{source} was fine-tuned for QA with qa_layout={trained!r} but --qa_layout {requested!r} was asked "
+                f"for. Its head reads answer spans where {trained!r} puts them: drop --qa_layout (or pass "
+                f"--qa_layout {trained}), or start from a causal-LM checkpoint to train a {requested!r} model."
+            )
+        layout = trained
+    else:
+        layout = requested or "question_first"
+    config.qa_layout = layout
+    return layout
+
+
+def load_training_examples(
+    golden_files: Sequence[str | os.PathLike] = (),
+    squad_files: Sequence[str | os.PathLike] = (),
+    *,
+    keep_unanswerable: bool = False,
+) -> tuple[list[dict], list[Any]]:
+    """SQuAD-style training rows from BioASQ golden JSON (via ``golden_to_squad``) and SQuAD files with answers.
+
+    Every file is read and validated before anything is returned. A SQuAD file in which no question has an answer
+    (a test file) is refused. Returns ``(rows, reports)`` with one ``GoldenConversionReport`` per golden file.
+    """
+    from .data.bioasq import golden_to_squad, read_squad_bioasq
+
+    rows: list[dict] = []
+    reports = []
+    for path in golden_files:
+        converted, report = golden_to_squad(path, keep_unanswerable=keep_unanswerable, as_dataset=False)
+        rows.extend(converted)
+        reports.append(report)
+    for path in squad_files:
+        squad_rows = read_squad_bioasq(path)
+        if squad_rows and not any(row["answers"]["text"] for row in squad_rows):
+            raise ValueError(
+                f"{path}: none of its {len(squad_rows)} questions has an answer (field 'answers' is empty), so it "
+                "cannot train a QA model; is it a test file? Pass it to --test_dirs or --predict_files instead, or "
+                "give golden files with --train_golden_files."
+            )
+        rows.extend(squad_rows)
+    seen: dict[str, str] = {}
+    for row in rows:
+        if row["id"] in seen:
+            raise ValueError(
+                f"training example id {row['id']!r} occurs twice (batches {seen[row['id']]!r} and {row['batch']!r}); "
+                "pass each training file once"
+            )
+        seen[row["id"]] = row["batch"]
+    return rows, reports
+
+
+def check_disjoint(train_rows: Iterable[Mapping], test_question_ids: Mapping[str, str]) -> None:
+    """Refuse training rows whose BioASQ question is a test question (``test_question_ids``: id -> test set)."""
+    for row in train_rows:
+        test_set = test_question_ids.get(row["question_id"])
+        if test_set is not None:
+            raise ValueError(
+                f"training example {row['id']!r} (batch {row['batch']!r}) is question {row['question_id']!r} of the "
+                f"test set {test_set!r}: training on test questions inflates the scores. Remove that golden/SQuAD "
+                "file from the training files, or that folder from --test_dirs."
+            )
+
+
+def test_set_name(batch_names: Iterable[str]) -> str:
+    """The name of a test set from its batches: ``["4b-1", ..., "4b-5"] -> "4b"``, ``["7b"] -> "7b"``.
+
+    >>> test_set_name(["4b-1", "4b-2"]), test_set_name(["7b"])
+    ('4b', '7b')
+    """
+    names = {name.split("-")[0] for name in batch_names}
+    if len(names) != 1:
+        raise ValueError(
+            f"the batches {sorted(batch_names)} belong to several test sets ({sorted(names)}); put each BioASQ year "
+            "in its own folder"
+        )
+    return names.pop()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Features and collation
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def prepare_train_features(
+    examples: Mapping[str, list], tokenizer, *, layout: str, max_seq_length: int, doc_stride: int, max_question_length
+) -> dict[str, list]:
+    """``Dataset.map(batched=True)`` function: training windows with ``start_positions`` / ``end_positions``.
+
+    The first answer of each example is the target; windows without the whole answer (and examples without an
+    answer) point at the separator, the "no answer here" position.
+    """
+    starts = [a["answer_start"][0] if a["answer_start"] else None for a in examples["answers"]]
+    texts = [a["text"][0] if a["text"] else None for a in examples["answers"]]
+    features = prepare_qa_features(
+        tokenizer,
+        examples["question"],
+        examples["context"],
+        layout=layout,
+        max_seq_len=max_seq_length,
+        doc_stride=doc_stride,
+        max_question_len=max_question_length,
+        answer_starts=starts,
+        answer_texts=texts,
+    )
+    keys = ("input_ids", "attention_mask", "start_positions", "end_positions", "token_type_ids")
+    return {key: features[key] for key in keys if key in features}
+
+
+def prepare_eval_features(
+    examples: Mapping[str, list], tokenizer, *, layout: str, max_seq_length: int, doc_stride: int, max_question_length
+) -> dict[str, list]:
+    """``Dataset.map(batched=True)`` function: prediction windows with ``example_id`` and ``offset_mapping``."""
+    features = prepare_qa_features(
+        tokenizer,
+        examples["question"],
+        examples["context"],
+        layout=layout,
+        max_seq_len=max_seq_length,
+        doc_stride=doc_stride,
+        max_question_len=max_question_length,
+    )
+    out = {key: features[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in features}
+    out["example_id"] = [examples["id"][i] for i in features["example_index"]]
+    out["offset_mapping"] = features["offset_mapping"]
+    return out
+
+
+@dataclass
+class QADataCollator:
+    """Pad QA windows on the right (Mamba reads left to right: right padding leaves real positions unchanged).
+
+    ``input_ids`` are padded with ``pad_token_id``, ``attention_mask`` / ``token_type_ids`` with 0; scalar fields
+    (``start_positions``, ``end_positions``, ``labels``) are stacked; other fields (``example_id``,
+    ``offset_mapping``) are dropped.
+    """
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = 8
+
+    def __call__(self, features: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        import torch
+
+        if self.pad_token_id is None:
+            raise ValueError("QADataCollator needs a pad_token_id: call prepare_tokenizer_for_qa on the tokenizer.")
+        length = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        batch: dict[str, torch.Tensor] = {}
+        for key, pad in (("input_ids", self.pad_token_id), ("attention_mask", 0), ("token_type_ids", 0)):
+            if key in features[0]:
+                batch[key] = torch.tensor([list(f[key]) + [pad] * (length - len(f[key])) for f in features])
+        for key in ("start_positions", "end_positions", "labels"):
+            if key in features[0]:
+                batch[key] = torch.tensor([f[key] for f in features])
+        return batch
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# LoRA
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _leaf_names(model) -> set[str]:
+    from torch import nn
+
+    kinds = (nn.Linear, nn.Embedding, nn.Conv1d)
+    return {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, kinds)}
+
+
+def add_lora(
+    model,
+    *,
+    r: int = 8,
+    alpha: int = 16,
+    dropout: float = 0.0,
+    target_modules: Sequence[str] = DEFAULT_LORA_TARGETS,
+):
+    """Wrap ``model`` (a Mamba task model) with LoRA adapters on ``target_modules``; its head trains in full.
+
+    ``target_modules`` are module names inside each Mamba block (``in_proj``, ``x_proj``) or of the backbone
+    (``embeddings``). Refused with a ``ValueError`` that says why: ``out_proj`` and ``conv1d`` (peft refuses them on
+    Mamba), ``dt_proj`` (transformers multiplies by its weight directly, so an adapter would never train), the head
+    (``qa_outputs`` / ``score``, always trained in full through ``modules_to_save``) and names the model does not
+    have. Returns the ``peft`` model.
+
+    Note: with mamba-ssm's CUDA kernels, transformers' fused training path also reads ``x_proj.weight`` directly, so
+    an ``x_proj`` adapter gets no gradient there (it does on the PyTorch path); ``examples/run_qa.py`` logs the
+    adapters whose weights did not change after training.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    targets = [t.strip() for t in target_modules if t.strip()]
+    if not targets:
+        raise ValueError(f"--lora_target_modules is empty; use e.g. {','.join(DEFAULT_LORA_TARGETS)}.")
+    if r < 1:
+        raise ValueError(f"--lora_r must be a positive rank, got {r}.")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"--lora_dropout must be in [0, 1), got {dropout}.")
+    available = _leaf_names(model)
+    heads = [head for head in _HEADS if hasattr(model, head)]
+    for target in targets:
+        if target in _LORA_REFUSED:
+            raise ValueError(
+                f"--lora_target_modules: {target!r} cannot take a LoRA adapter on Mamba: {_LORA_REFUSED[target]}. "
+                f"Use the modules that train: {','.join(DEFAULT_LORA_TARGETS)}."
+            )
+        if target in heads:
+            raise ValueError(
+                f"--lora_target_modules: {target!r} is the task head, which is always trained in full "
+                "(modules_to_save); remove it from the list."
+            )
+        if target not in available:
+            raise ValueError(
+                f"--lora_target_modules: the model has no module named {target!r}; its adaptable modules are "
+                f"{', '.join(sorted(available - set(_LORA_REFUSED) - set(heads)))}."
+            )
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        modules_to_save=heads,
+        bias="none",
+    )
+    peft_model = get_peft_model(model, config)
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in peft_model.parameters())
+    logger.info("LoRA on %s (r=%d, alpha=%d): %d of %d parameters train", targets, r, alpha, trainable, total)
+    return peft_model
+
+
+def merge_lora(model):
+    """Fold the adapters into the weights and return the plain model (loads with ``AutoModelFor...`` alone)."""
+    if hasattr(model, "merge_and_unload"):
+        return model.merge_and_unload()
+    return model
+
+
+def snapshot_trainable(model) -> dict[str, torch.Tensor]:
+    """A detached copy of every trainable parameter, to find out later which ones training changed."""
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def unchanged_parameters(model, snapshot: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of parameters of ``snapshot`` whose values are still exactly the same in ``model``."""
+    import torch
+
+    current = dict(model.named_parameters())
+    return [name for name, before in snapshot.items() if torch.equal(current[name].detach().cpu(), before.cpu())]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Predictions
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def postprocess_predictions(
+    examples: Sequence[Mapping[str, Any]],
+    features: Sequence[Mapping[str, Any]],
+    start_logits,
+    end_logits,
+    *,
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
+) -> dict[str, list[dict[str, Any]]]:
+    """The n-best answers of every example (context) from the logits of its windows.
+
+    ``features`` are the rows of :func:`prepare_eval_features` (``example_id``, ``offset_mapping``), in the order of
+    the rows of ``start_logits`` / ``end_logits`` (arrays ``(num_features, length)``, padded at the end with any
+    value: only positions with an offset are read). Returns ``{example id: [{"text", "probability", "start",
+    "end"}, ...]}`` best first, the ``nbest_predictions.json`` layout of BioBERT and transformers; an example
+    without a candidate gets an empty list.
+    """
+    import numpy as np
+
+    if len(features) != len(start_logits) or len(features) != len(end_logits):
+        raise ValueError(
+            f"got {len(features)} features but {len(start_logits)} start and {len(end_logits)} end logit rows; "
+            "pass the logits of exactly these features, in order"
+        )
+    windows: dict[str, list[int]] = {}
+    for index, feature in enumerate(features):
+        windows.setdefault(feature["example_id"], []).append(index)
+    nbest = {}
+    for example in examples:
+        indices = windows.get(example["id"], [])
+        if not indices:
+            raise ValueError(f"example {example['id']!r} has no window among the features; build them from these rows")
+        answers = extract_answers(
+            example["context"],
+            [np.asarray(start_logits[i])[: len(features[i]["offset_mapping"])] for i in indices],
+            [np.asarray(end_logits[i])[: len(features[i]["offset_mapping"])] for i in indices],
+            [features[i]["offset_mapping"] for i in indices],
+            top_k=n_best_size,
+            max_answer_len=max_answer_length,
+        )
+        nbest[example["id"]] = [
+            {"text": a["answer"], "probability": a["score"], "start": a["start"], "end": a["end"]} for a in answers
+        ]
+    return nbest
+
+
+def pipeline_nbest(
+    model,
+    tokenizer,
+    examples: Sequence[Mapping[str, Any]],
+    *,
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
+    max_seq_length: int = 384,
+    doc_stride: int = 128,
+    max_question_length: int = 64,
+    batch_size: int = 8,
+    device=None,
+) -> dict[str, list[dict[str, Any]]]:
+    """:func:`postprocess_predictions`'s output computed through ``pipeline("question-answering")`` instead.
+
+    Slower (no cross-process batching) but independent of the Trainer; useful to check a saved checkpoint.
+    """
+    from transformers import pipeline
+
+    qa = pipeline("question-answering", model=model, tokenizer=tokenizer, device=device)
+    inputs = [{"question": e["question"], "context": e["context"]} for e in examples]
+    outputs = qa(
+        inputs,
+        top_k=n_best_size,
+        max_answer_len=max_answer_length,
+        max_seq_len=max_seq_length,
+        doc_stride=doc_stride,
+        max_question_len=max_question_length,
+        batch_size=batch_size,
+    )
+    nbest = {}
+    for example, answers in zip(examples, outputs):
+        answers = [answers] if isinstance(answers, dict) else answers
+        nbest[example["id"]] = [
+            {"text": a["answer"], "probability": a["score"], "start": a["start"], "end": a["end"]}
+            for a in answers
+            if a["answer"]
+        ]
+    return nbest
+
+
+def merge_question_predictions(
+    nbest: Mapping[str, Sequence[Mapping[str, Any]]], question_ids: Iterable[str] = ()
+) -> dict[str, list[str]]:
+    """Top-5 ranked answers per question from the n-best answers of its contexts (the module docstring's rule).
+
+    Every id of ``question_ids`` is in the result, with an empty list when none of its contexts gave a candidate.
+
+    >>> merge_question_predictions({"q1_000": [{"text": "BRCA1", "probability": 0.4}],
+    ...                             "q1_001": [{"text": "BRCA2", "probability": 0.5}, {"text": "brca1", "probability": 0.2}]},
+    ...                            ["q1", "q2"])
+    {'q1': ['BRCA1', 'BRCA2'], 'q2': []}
+    """
+    merged = merge_nbest(nbest, score_key="probability", top_k=MAX_CANDIDATES, reduce="sum")
+    for qid in question_ids:
+        merged.setdefault(qid, [])
+    return merged
+
+
+def score_test_set(
+    predictions: Mapping[str, Sequence[str]], references_by_batch: Mapping[str, Mapping[str, Any]], name: str
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """BioASQ scores of one test set: ``(nested, flat)``.
+
+    ``nested`` is :func:`~biomamba_hf.metrics.bioasq_factoid_batches` (per batch, ``macro``, ``micro``); ``flat`` the
+    numbers for ``all_results.json``: ``bioasq_<name>_strict_acc`` / ``_lenient_acc`` / ``_mrr`` are the averages
+    over batches (what BioBERT and the paper report and the model card reads), ``bioasq_<name>_micro_*`` the averages
+    over questions, plus ``bioasq_<name>_num_questions`` / ``_num_answered`` / ``_num_batches``.
+    """
+    nested = bioasq_factoid_batches(predictions, references_by_batch)
+    prefix = f"bioasq_{name}_"
+    flat = {prefix + key: value for key, value in nested["macro"].items()}
+    flat.update(flatten_scores({"micro": nested["micro"]}, prefix))
+    flat.pop(prefix + "micro_num_answered", None)
+    flat.pop(prefix + "micro_num_questions", None)
+    return nested, flat
+
+
+def _write_json(path: Path, value: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    return path
+
+
+def write_prediction_files(
+    output_dir: str | os.PathLike,
+    name: str,
+    nbest: Mapping[str, Any],
+    predictions: Mapping[str, Sequence[str]],
+    question_ids: Iterable[str],
+    per_batch: Mapping[str, Any] | None = None,
+    prefix: str = "",
+) -> list[Path]:
+    """Write ``predictions_<name>.json`` (question id -> top 5), ``nbest_predictions_<name>.json`` (per context),
+    ``submission_<name>.json`` (BioASQ format, every question listed) and, with ``per_batch``,
+    ``bioasq_<name>_per_batch.json``. ``prefix`` is put in front of every file name (``initial_``)."""
+    output_dir = Path(output_dir)
+    question_ids = list(question_ids)
+    paths = [
+        _write_json(
+            output_dir / f"{prefix}predictions_{name}.json", {q: list(predictions.get(q, [])) for q in question_ids}
+        ),
+        _write_json(output_dir / f"{prefix}nbest_predictions_{name}.json", nbest),
+        write_submission(output_dir / f"{prefix}submission_{name}.json", predictions, question_ids),
+    ]
+    if per_batch is not None:
+        paths.append(_write_json(output_dir / f"{prefix}bioasq_{name}_per_batch.json", per_batch))
+    return paths
+
+
+def predict_nbest(
+    trainer,
+    rows: Sequence[Mapping[str, Any]],
+    tokenizer,
+    *,
+    layout: str,
+    max_seq_length: int,
+    doc_stride: int,
+    max_question_length: int,
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
+    metric_key_prefix: str = "test",
+) -> dict[str, list[dict[str, Any]]]:
+    """The n-best answers of every row (SQuAD columns ``id``, ``question``, ``context``) with ``trainer.predict``.
+
+    Windows are built with :func:`prepare_eval_features`, run longest first (less padding per batch; the Trainer
+    gathers them across processes) and turned into answers by :func:`postprocess_predictions`.
+    """
+    import datasets
+    import numpy as np
+
+    columns = {key: [row[key] for row in rows] for key in ("id", "question", "context")}
+    features = prepare_eval_features(
+        columns,
+        tokenizer,
+        layout=layout,
+        max_seq_length=max_seq_length,
+        doc_stride=doc_stride,
+        max_question_length=max_question_length,
+    )
+    order = sorted(range(len(features["input_ids"])), key=lambda i: -len(features["input_ids"][i]))
+    model_keys = [key for key in ("input_ids", "attention_mask", "token_type_ids") if key in features]
+    dataset = datasets.Dataset.from_dict({key: [features[key][i] for i in order] for key in model_keys})
+    output = trainer.predict(dataset, metric_key_prefix=metric_key_prefix)
+    start_sorted, end_sorted = output.predictions[:2]
+    start_logits = np.empty(len(order), dtype=object)
+    end_logits = np.empty(len(order), dtype=object)
+    for position, index in enumerate(order):
+        start_logits[index] = start_sorted[position]
+        end_logits[index] = end_sorted[position]
+    feature_rows = [
+        {"example_id": example_id, "offset_mapping": offsets}
+        for example_id, offsets in zip(features["example_id"], features["offset_mapping"])
+    ]
+    return postprocess_predictions(
+        rows,
+        feature_rows,
+        start_logits,
+        end_logits,
+        n_best_size=n_best_size,
+        max_answer_length=max_answer_length,
+    )

@@ -1,0 +1,507 @@
+#!/usr/bin/env python
+# Copyright 2025 The biomamba_hf authors. Adapted from transformers' examples/pytorch/question-answering/run_qa.py
+# (Copyright 2020 The HuggingFace Inc. team), licensed under the Apache License, Version 2.0.
+"""Fine-tune Mamba for extractive QA on BioASQ factoid questions with ``Trainer``, and score it officially.
+
+* training data: official BioASQ golden/training JSON (``--train_golden_files``, turned into SQuAD examples by
+  matching the gold synonyms in the snippets; the conversion report is logged) and/or SQuAD JSON with answers
+  (``--train_file``);
+* ``--do_eval``: every ``--test_dirs`` folder (``test/BioASQ-test-factoid-*.json`` + ``golden/*_golden.json``) is
+  predicted, each question's contexts are merged into a ranked top 5 (rule in ``biomamba_hf.qa_training``) and
+  scored per batch, averaged over batches (as BioBERT reports) and over questions (micro);
+* ``--do_predict``: SQuAD-format ``--predict_files`` without answers get predictions and a BioASQ submission file.
+
+Outputs in ``--output_dir``: the model (merged when ``--use_lora``) with its tokenizer, ``all_results.json``
+(``bioasq_<set>_strict_acc`` / ``_lenient_acc`` / ``_mrr`` batch-averaged, ``bioasq_<set>_micro_*``, counts),
+``bioasq_<set>_per_batch.json``, ``predictions_<set>.json`` (question id -> top 5), ``nbest_predictions_<set>.json``
+(per context), ``submission_<set>.json`` (BioASQ format, every golden question listed) and the model card.
+
+Examples::
+
+    # the documented protocol: evaluate on 4b, trained on golden-derived examples of 5b + 7b
+    python examples/run_qa.py examples/configs/bioasq_4b.yaml --data_dir ../shared/data \\
+        --model_name_or_path state-spaces/mamba-130m-hf --output_dir out/qa-4b
+
+    # LoRA on in_proj, x_proj and the embeddings; the QA head trains in full; the adapter is merged before saving
+    python examples/run_qa.py examples/configs/bioasq_5b.yaml --data_dir ../shared/data --use_lora \\
+        --model_name_or_path out/clm --output_dir out/qa-5b-lora
+
+A ``.json``/``.yaml`` file may come first; arguments after it override its values. Relative data paths are read
+from ``--data_dir`` (default: the ``BIOMAMBA_DATA_DIR`` environment variable, else the working directory).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    """Which model and tokenizer to start from, its QA layout, and LoRA."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Checkpoint to fine-tune: Hub id (state-spaces/mamba-130m-hf) or folder; a causal-LM checkpoint "
+            "gets a new QA head. A QA checkpoint is evaluated or trained further with its own layout."
+        },
+    )
+    model_type: str | None = field(default=None, metadata={"help": "Model type for a random init, e.g. `mamba`."})
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "Config of a random init, e.g. `hidden_size=768,num_hidden_layers=24` (with --model_type)."},
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer name or folder if not the one of model_name_or_path."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where to store files downloaded from the Hub."})
+    model_revision: str = field(default="main", metadata={"help": "Model version: branch, tag or commit id."})
+    token: str | None = field(default=None, metadata={"help": "Hub token (default: the one of `hf auth login`)."})
+    qa_layout: str | None = field(
+        default=None,
+        metadata={
+            "help": "Input layout: question_first or repeat_context (see biomamba_hf.qa). Default: the layout the "
+            "checkpoint was trained with, else question_first. Recorded in the saved config."
+        },
+    )
+    use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of all weights."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA inputs."})
+    lora_target_modules: str = field(
+        default="in_proj,x_proj,embeddings",
+        metadata={
+            "help": "Comma-separated Mamba modules to adapt. out_proj and conv1d are refused by peft, dt_proj is "
+            "bypassed by transformers; the QA head always trains in full."
+        },
+    )
+
+    def __post_init__(self):
+        if self.config_overrides is not None and self.model_name_or_path is not None:
+            raise ValueError(
+                f"--config_overrides {self.config_overrides!r} configures a random init (--model_type); it can't be "
+                "combined with --model_name_or_path."
+            )
+        if self.model_name_or_path is None and self.model_type is None:
+            raise ValueError(
+                "No model: pass --model_name_or_path (e.g. state-spaces/mamba-130m-hf or a run_clm output folder), or "
+                "--model_type mamba with --config_overrides and --tokenizer_name for a random init."
+            )
+        if self.model_name_or_path is None and self.tokenizer_name is None:
+            raise ValueError("A random init (--model_type) needs --tokenizer_name (e.g. the GPT-NeoX tokenizer).")
+        from biomamba_hf import QA_LAYOUTS
+
+        if self.qa_layout is not None and self.qa_layout not in QA_LAYOUTS:
+            raise ValueError(f"--qa_layout {self.qa_layout!r} is not one of {', '.join(QA_LAYOUTS)}.")
+
+    @property
+    def lora_targets(self) -> list[str]:
+        return [name.strip() for name in self.lora_target_modules.split(",") if name.strip()]
+
+
+@dataclass
+class DataArguments:
+    """Training, test and prediction files, and how to cut contexts into windows."""
+
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder that relative data paths are read from (default: $BIOMAMBA_DATA_DIR, else cwd)."},
+    )
+    train_golden_files: list[str] | None = field(
+        default=None,
+        metadata={"help": "Official BioASQ golden/training JSON files; factoid snippets become training contexts."},
+    )
+    train_file: list[str] | None = field(
+        default=None, metadata={"help": "SQuAD-format JSON files with answers (e.g. BioBERT's training files)."}
+    )
+    keep_unanswerable: bool = field(
+        default=False,
+        metadata={"help": "Keep golden snippets without a gold synonym as no-answer examples (default: drop them)."},
+    )
+    test_dirs: list[str] | None = field(
+        default=None,
+        metadata={"help": "BioASQ test-set folders (test/ + golden/), e.g. bioasq/4b; scored with --do_eval."},
+    )
+    predict_files: list[str] | None = field(
+        default=None, metadata={"help": "SQuAD-format files without answers; predicted with --do_predict."}
+    )
+    max_seq_length: int = field(default=384, metadata={"help": "Tokens per window (question, separators, context)."})
+    doc_stride: int = field(default=128, metadata={"help": "Context tokens shared by consecutive windows."})
+    max_question_length: int = field(default=64, metadata={"help": "Questions are cut to this many tokens."})
+    max_answer_length: int = field(default=30, metadata={"help": "Longest answer span, in tokens."})
+    n_best_size: int = field(default=20, metadata={"help": "Candidates kept per context before merging."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep the first N training examples (contexts), for quick runs."}
+    )
+
+    def __post_init__(self):
+        if self.data_dir is None:
+            self.data_dir = os.environ.get("BIOMAMBA_DATA_DIR") or None
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise ValueError(f"--data_dir {self.data_dir} is not a directory (relative data paths are read from it).")
+        for name in ("max_seq_length", "max_question_length", "max_answer_length", "n_best_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)}")
+        if self.doc_stride < 0:
+            raise ValueError(f"--doc_stride must be >= 0, got {self.doc_stride}")
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise ValueError(
+                f"--max_train_samples must be a positive number of examples, got {self.max_train_samples}"
+            )
+        if self.max_question_length >= self.max_seq_length - 2:
+            raise ValueError(
+                f"--max_question_length {self.max_question_length} leaves no room for context in --max_seq_length "
+                f"{self.max_seq_length}; use a smaller question length or longer windows."
+            )
+
+    def paths(self, name: str) -> list[Path]:
+        from biomamba_hf.qa_training import resolve_data_path
+
+        return [resolve_data_path(p, self.data_dir) for p in (getattr(self, name) or [])]
+
+
+def yaml_to_argv(path: str) -> list[str]:
+    """The command-line form of a .yaml/.json argument file, so that later arguments can override it."""
+    import json
+
+    import yaml
+
+    text = Path(path).read_text(encoding="utf-8")
+    values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of argument names to values, got {type(values).__name__}")
+    argv = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            argv += [f"--{key}", *map(str, value)]
+        elif isinstance(value, dict):
+            argv += [f"--{key}", json.dumps(value)]
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def parse_args(argv: list[str] | None = None):
+    """``(model_args, data_args, training_args)`` from the command line, optionally after a .yaml/.json file."""
+    from transformers import HfArgumentParser
+
+    from biomamba_hf.qa_training import QATrainingArguments
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        argv = yaml_to_argv(argv[0]) + argv[1:]
+    parser = HfArgumentParser((ModelArguments, DataArguments, QATrainingArguments))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def setup_logging(training_args) -> None:
+    import datasets
+    import transformers
+
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    logging.getLogger("biomamba_hf").setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+
+
+def load_data(data_args, training_args):
+    """Read and validate every input file before any model is loaded: (train rows, test sets, predict sets)."""
+    from biomamba_hf.data.bioasq import load_test_set, read_squad_bioasq
+    from biomamba_hf.qa_training import check_disjoint, load_training_examples, test_set_name
+
+    train_rows = None
+    if training_args.do_train:
+        golden, squad = data_args.paths("train_golden_files"), data_args.paths("train_file")
+        if not golden and not squad:
+            raise ValueError("--do_train needs training data: pass --train_golden_files and/or --train_file.")
+        train_rows, reports = load_training_examples(golden, squad, keep_unanswerable=data_args.keep_unanswerable)
+        for report in reports:
+            logger.info("BioASQ golden -> SQuAD: %s: %s", ", ".join(Path(f).name for f in report.files), report)
+            if report.dropped_question_ids:
+                logger.info("questions without a matching snippet: %s", ", ".join(report.dropped_question_ids))
+        if not train_rows:
+            raise ValueError("The training files gave no example with an answer; check the files passed.")
+        if data_args.max_train_samples is not None:
+            train_rows = train_rows[: data_args.max_train_samples]
+
+    test_sets = {}
+    if training_args.do_eval or training_args.eval_before_train:
+        if not data_args.test_dirs:
+            raise ValueError("--do_eval (and --eval_before_train) score test sets: pass --test_dirs (e.g. bioasq/4b).")
+        for directory in data_args.paths("test_dirs"):
+            dataset, references = load_test_set(directory)
+            name = test_set_name(references)
+            if name in test_sets:
+                raise ValueError(f"{directory}: test set {name!r} is given twice in --test_dirs")
+            test_sets[name] = (dataset.to_list(), references)
+    test_question_ids = {
+        qid: name for name, (_, refs) in test_sets.items() for batch in refs.values() for qid in batch
+    }
+    if train_rows is not None:
+        check_disjoint(train_rows, test_question_ids)
+
+    predict_sets = {}
+    if training_args.do_predict:
+        files = data_args.paths("predict_files")
+        if not files:
+            raise ValueError("--do_predict needs --predict_files (SQuAD-format BioASQ test files).")
+        rows = read_squad_bioasq(files)
+        name = test_set_name(row["batch"] for row in rows)
+        if name in test_sets:
+            raise ValueError(
+                f"--predict_files are test set {name!r}, which --test_dirs already scores (same output files); "
+                "pass it to one of them only."
+            )
+        predict_sets[name] = rows
+    return train_rows, test_sets, predict_sets
+
+
+def load_model_and_tokenizer(model_args, device):
+    """The QA model (a causal-LM checkpoint gets a new head) and its tokenizer with pad and separator tokens."""
+    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
+
+    from biomamba_hf import prepare_tokenizer_for_qa
+    from biomamba_hf.qa_training import resolve_qa_layout
+    from biomamba_hf.training import config_from_overrides, configure_mamba_code_path
+
+    hub_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token}
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub_kwargs)
+    prepare_tokenizer_for_qa(tokenizer)
+    if model_args.model_name_or_path:
+        config = AutoConfig.from_pretrained(model_args.model_name_or_path, **hub_kwargs)
+        source = model_args.model_name_or_path
+    else:
+        config = config_from_overrides(model_args.model_type, model_args.config_overrides)
+        overridden = {item.split("=")[0].strip() for item in (model_args.config_overrides or "").split(",")}
+        if "vocab_size" not in overridden:
+            config.vocab_size = -(-len(tokenizer) // 8) * 8
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            if getattr(tokenizer, name) is not None:
+                setattr(config, name, getattr(tokenizer, name))
+        source = f"a random {model_args.model_type} init"
+    layout = resolve_qa_layout(model_args.qa_layout, config, source)
+    code_path = configure_mamba_code_path(config, device)
+    if model_args.model_name_or_path:
+        model = AutoModelForQuestionAnswering.from_pretrained(
+            model_args.model_name_or_path, config=config, **hub_kwargs
+        )
+    else:
+        model = AutoModelForQuestionAnswering.from_config(config)
+    prepare_tokenizer_for_qa(tokenizer, model)
+    return model, tokenizer, layout, code_path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run; returns the metrics written to ``all_results.json``."""
+    from transformers import Trainer, set_seed
+
+    from biomamba_hf.qa_training import (
+        QADataCollator,
+        add_lora,
+        merge_lora,
+        merge_question_predictions,
+        predict_nbest,
+        prepare_train_features,
+        score_test_set,
+        snapshot_trainable,
+        unchanged_parameters,
+        write_prediction_files,
+    )
+    from biomamba_hf.training import check_output_dir, describe_dtype
+
+    model_args, data_args, training_args = parse_args(argv)
+    setup_logging(training_args)
+    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
+        raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
+    if training_args.push_to_hub and model_args.use_lora:
+        raise ValueError(
+            "--push_to_hub with --use_lora would upload the adapter, not the merged model this script saves: train "
+            "without --push_to_hub, then upload the output folder with examples/push_to_hub.py."
+        )
+    checkpoint = check_output_dir(training_args)
+    if checkpoint is not None:
+        logger.info("Resuming training from checkpoint %s", checkpoint)
+    set_seed(training_args.seed)
+
+    train_rows, test_sets, predict_sets = load_data(data_args, training_args)
+    model, tokenizer, layout, code_path = load_model_and_tokenizer(model_args, training_args.device)
+    if model_args.use_lora:
+        model = add_lora(
+            model,
+            r=model_args.lora_r,
+            alpha=model_args.lora_alpha,
+            dropout=model_args.lora_dropout,
+            target_modules=model_args.lora_targets,
+        )
+    feature_kwargs = {
+        "layout": layout,
+        "max_seq_length": data_args.max_seq_length,
+        "doc_stride": data_args.doc_stride,
+        "max_question_length": data_args.max_question_length,
+    }
+    if training_args.should_log:
+        for line in (
+            f"Mamba code path: {code_path}",
+            f"QA layout: {layout}",
+            f"dtype: {describe_dtype(model, training_args)}",
+            f"LoRA: {model_args.lora_targets if model_args.use_lora else 'no (all weights train)'}",
+            f"world size: {training_args.world_size}",
+        ):
+            logger.info("run: %s", line)
+
+    train_dataset = None
+    if train_rows is not None:
+        import datasets
+
+        from biomamba_hf.data.bioasq import squad_features
+
+        with training_args.main_process_first(desc="building training windows"):
+            examples = datasets.Dataset.from_list(train_rows, features=squad_features())
+            train_dataset = examples.map(
+                prepare_train_features,
+                batched=True,
+                remove_columns=examples.column_names,
+                fn_kwargs={"tokenizer": tokenizer, **feature_kwargs},
+                desc="training windows",
+            )
+        logger.info("%d training examples -> %d windows", len(examples), len(train_dataset))
+
+    collator = QADataCollator(pad_token_id=tokenizer.pad_token_id)
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        data_collator=collator,
+    )
+
+    def evaluate(current_trainer, prefix: str) -> dict:
+        metrics = {}
+        for name, (rows, references) in test_sets.items():
+            nbest = predict_nbest(
+                current_trainer,
+                rows,
+                tokenizer,
+                n_best_size=data_args.n_best_size,
+                max_answer_length=data_args.max_answer_length,
+                **feature_kwargs,
+            )
+            question_ids = [qid for batch in references.values() for qid in batch]
+            predictions = merge_question_predictions(nbest, question_ids)
+            nested, flat = score_test_set(predictions, references, name)
+            if current_trainer.is_world_process_zero():
+                write_prediction_files(
+                    training_args.output_dir, name, nbest, predictions, question_ids, per_batch=nested, prefix=prefix
+                )
+            metrics.update({prefix + key: value for key, value in flat.items()})
+            logger.info(
+                "%sBioASQ %s (%d questions, %d batches): strict acc %.4f, lenient acc %.4f, MRR %.4f (batch average)",
+                prefix,
+                name,
+                flat[f"bioasq_{name}_num_questions"],
+                flat[f"bioasq_{name}_num_batches"],
+                flat[f"bioasq_{name}_strict_acc"],
+                flat[f"bioasq_{name}_lenient_acc"],
+                flat[f"bioasq_{name}_mrr"],
+            )
+        return metrics
+
+    results: dict = {}
+    if training_args.eval_before_train:
+        metrics = evaluate(trainer, "initial_")
+        trainer.save_metrics("initial", metrics)
+        results.update(metrics)
+
+    eval_trainer = trainer
+    if training_args.do_train:
+        before = snapshot_trainable(model) if model_args.use_lora else None
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        metrics = dict(train_result.metrics)
+        metrics["train_samples"] = len(train_rows)
+        metrics["train_windows"] = len(train_dataset)
+        if model_args.use_lora:
+            frozen = [name for name in unchanged_parameters(model, before) if "lora_" in name]
+            if frozen:
+                logger.warning(
+                    "%d LoRA weights did not change in training (their modules are bypassed on this code path, %s): "
+                    "%s",
+                    len(frozen),
+                    code_path,
+                    ", ".join(sorted({name.split(".lora_")[0].rsplit(".", 1)[-1] for name in frozen})),
+                )
+            model = merge_lora(model)
+            eval_trainer = Trainer(model=model, args=training_args, processing_class=tokenizer, data_collator=collator)
+            if trainer.is_world_process_zero():
+                model.save_pretrained(training_args.output_dir)
+                tokenizer.save_pretrained(training_args.output_dir)
+        else:
+            trainer.save_model()  # with the tokenizer
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+        results.update(metrics)
+
+    if training_args.do_eval:
+        logger.info("*** Evaluate ***")
+        metrics = evaluate(eval_trainer, "")
+        eval_trainer.log_metrics("eval", metrics)
+        eval_trainer.save_metrics("eval", metrics)
+        results.update(metrics)
+
+    if training_args.do_predict:
+        logger.info("*** Predict ***")
+        for name, rows in predict_sets.items():
+            nbest = predict_nbest(
+                eval_trainer,
+                rows,
+                tokenizer,
+                n_best_size=data_args.n_best_size,
+                max_answer_length=data_args.max_answer_length,
+                metric_key_prefix="predict",
+                **feature_kwargs,
+            )
+            question_ids = list(dict.fromkeys(row["question_id"] for row in rows))
+            predictions = merge_question_predictions(nbest, question_ids)
+            if eval_trainer.is_world_process_zero():
+                paths = write_prediction_files(training_args.output_dir, name, nbest, predictions, question_ids)
+                logger.info(
+                    "Predictions for %d questions written to %s", len(question_ids), ", ".join(map(str, paths))
+                )
+
+    if training_args.do_train and trainer.is_world_process_zero():
+        from biomamba_hf import hub
+
+        hub.save_run_arguments(training_args.output_dir, model_args, data_args, training_args)
+        card_kwargs = {}
+        start = model_args.model_name_or_path
+        if start and Path(start).is_dir() and any((Path(start) / f).is_file() for f in ("all_results.json",)):
+            card_kwargs["pretraining_dir"] = start  # a local run_clm output: its metrics go on the card too
+            card_kwargs["qa_dir"] = training_args.output_dir
+        elif start and not Path(start).exists():
+            card_kwargs["base_model"] = start
+        if training_args.push_to_hub:
+            hub.attach_model_card(trainer, **card_kwargs)
+            trainer.push_to_hub()
+        else:
+            hub.save_model_card(training_args.output_dir, **card_kwargs)
+    return results
+
+
+if __name__ == "__main__":
+    main()
