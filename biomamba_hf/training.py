@@ -66,9 +66,37 @@ class CLMTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        if not self.use_cpu and launched_processes() > 1:
+            import torch
+
+            if not torch.cuda.is_available():
+                # Without use_cpu, transformers 5 sets up a non-distributed state on a machine with no GPU even when
+                # launched as several processes: each rank would silently train alone on all the data.
+                self.use_cpu = True
         super().__post_init__()
         if self.tokens_per_step is not None and self.tokens_per_step <= 0:
             raise ValueError(f"--tokens_per_step must be a positive number of tokens, got {self.tokens_per_step}")
+
+
+def launched_processes() -> int:
+    """The number of processes the launcher (``accelerate launch``, ``torchrun``) started, from its environment."""
+    for name in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+        value = os.environ.get(name)
+        if value and value.isdigit():
+            return int(value)
+    return 1
+
+
+def check_world_size(args: TrainingArguments) -> None:
+    """Fail when the launcher started several processes but training would run in each one alone."""
+    launched = launched_processes()
+    if launched > 1 and args.world_size != launched:
+        raise ValueError(
+            f"Launched as {launched} processes (WORLD_SIZE={launched}) but the training arguments set up "
+            f"{args.world_size} (distributed type {args.distributed_state.distributed_type if args.distributed_state else None}): "
+            "each process would train alone. On a machine without GPUs pass --use_cpu; with GPUs check the "
+            "accelerate config."
+        )
 
 
 def gradient_accumulation_for(

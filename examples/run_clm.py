@@ -323,6 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
         CausalLMTrainer,
         ThroughputCallback,
         check_output_dir,
+        check_world_size,
         configure_mamba_code_path,
         describe_dtype,
         gradient_accumulation_for,
@@ -333,6 +334,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args)
+    check_world_size(training_args)
     if not (training_args.do_train or training_args.do_eval):
         raise ValueError("Nothing to do: pass --do_train and/or --do_eval.")
     if data_args.streaming and training_args.do_train and training_args.max_steps <= 0:
