@@ -316,6 +316,7 @@ def load_model(model_args, config, tokenizer):
 
 def main(argv: list[str] | None = None) -> dict:
     """Run; returns the metrics written to ``all_results.json``."""
+    import torch
     from transformers import default_data_collator, set_seed
 
     from biomamba_hf.data.clm import load_text_datasets, pack_dataset
@@ -457,6 +458,9 @@ def main(argv: list[str] | None = None) -> dict:
         metrics.update(throughput.metrics())
         metrics["train_block_size"] = block_size
         metrics["train_tokens_per_step"] = step_tokens
+        metrics["train_model_parameters"] = sum({p.data_ptr(): p.numel() for p in model.parameters()}.values())
+        if torch.cuda.is_available():
+            metrics["train_peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         if not data_args.streaming:
             metrics["train_samples"] = len(train_dataset)
         trainer.log_metrics("train", metrics)
