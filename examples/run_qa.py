@@ -166,38 +166,15 @@ class DataArguments:
         return [resolve_data_path(p, self.data_dir) for p in (getattr(self, name) or [])]
 
 
-def yaml_to_argv(path: str) -> list[str]:
-    """The command-line form of a .yaml/.json argument file, so that later arguments can override it."""
-    import json
-
-    import yaml
-
-    text = Path(path).read_text(encoding="utf-8")
-    values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of argument names to values, got {type(values).__name__}")
-    argv = []
-    for key, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, list):
-            argv += [f"--{key}", *map(str, value)]
-        elif isinstance(value, dict):
-            argv += [f"--{key}", json.dumps(value)]
-        else:
-            argv += [f"--{key}", str(value)]
-    return argv
-
-
 def parse_args(argv: list[str] | None = None):
     """``(model_args, data_args, training_args)`` from the command line, optionally after a .yaml/.json file."""
     from transformers import HfArgumentParser
 
-    from biomamba_hf.qa_training import QATrainingArguments
+    from biomamba_hf.qa_training import QATrainingArguments, argv_from_file
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):
-        argv = yaml_to_argv(argv[0]) + argv[1:]
+        argv = argv_from_file(argv[0]) + argv[1:]
     parser = HfArgumentParser((ModelArguments, DataArguments, QATrainingArguments))
     return parser.parse_args_into_dataclasses(args=argv)
 
