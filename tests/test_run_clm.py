@@ -402,3 +402,27 @@ def test_recipe_config_matches_the_paper(run_clm):
 def test_small_configs_parse(run_clm, name):
     model_args, data_args, args = run_clm.parse_args([str(CONFIGS / name)])
     assert model_args.model_type == "mamba" and data_args.block_size > 0 and args.do_train
+
+
+@pytest.mark.parametrize(
+    ("name", "distributed_type"),
+    [
+        ("single_gpu.yaml", "NO"),
+        ("multi_gpu_bf16.yaml", "MULTI_GPU"),
+        ("fsdp.yaml", "FSDP"),
+        ("deepspeed_zero2.yaml", "DEEPSPEED"),
+        ("multi_node.yaml", "MULTI_GPU"),
+    ],
+)
+def test_accelerate_configs_load(name, distributed_type):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ROOT / "examples" / "accelerate" / name))
+    assert config.distributed_type.value == distributed_type
+    if config.fsdp_config:
+        from transformers.models.mamba import modeling_mamba
+
+        assert hasattr(modeling_mamba, config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"])
+    if config.deepspeed_config:
+        ds = json.loads((ROOT / config.deepspeed_config["deepspeed_config_file"]).read_text())
+        assert ds["zero_optimization"]["stage"] == 2 and ds["gradient_accumulation_steps"] == "auto"
