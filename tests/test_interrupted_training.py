@@ -218,3 +218,165 @@ def assert_checkpoint_equal(a: Path, b: Path):
     wa, wb = weights(a), weights(b)
     for name in wa:
         torch.testing.assert_close(wa[name], wb[name], rtol=0, atol=1e-6, msg=f"{a.name}: {name}")
+
+
+# ---------------------------------------------------------------- NaN / inf losses
+
+
+def _tiny_trainer(tmp_path, tokenizer, callbacks, **overrides):
+    import torch
+    from helpers import tiny_config
+    from transformers import MambaForCausalLM, Trainer, TrainingArguments, default_data_collator
+
+    torch.manual_seed(0)
+    model = MambaForCausalLM(tiny_config(vocab_size=len(tokenizer)))
+    ids = tokenizer(" ".join(SENTENCES))["input_ids"]
+    blocks = [ids[i : i + 16] for i in range(0, len(ids) - 16, 16)]
+    dataset = [{"input_ids": torch.tensor(b), "labels": torch.tensor(b)} for b in blocks]
+    options = dict(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=2, max_steps=6, save_strategy="steps",
+        save_steps=2, logging_steps=1, learning_rate=1e-3, report_to="none", use_cpu=True, seed=0,
+        dataloader_num_workers=0,
+    )  # fmt: skip
+    options.update(overrides)
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(**options),
+        train_dataset=dataset,
+        data_collator=default_data_collator,
+        callbacks=callbacks,
+    )
+    return trainer, model
+
+
+class PoisonWeights:
+    """Test-only: at the start of step ``step``, fill the embeddings with ``value`` (inf gives a NaN loss)."""
+
+    def __new__(cls, step: int, value: float):
+        from transformers import TrainerCallback
+
+        class Poison(TrainerCallback):
+            def on_step_begin(self, args, state, control, model=None, **kwargs):
+                import torch
+
+                if state.global_step + 1 == step:
+                    with torch.no_grad():
+                        model.get_input_embeddings().weight[:8].fill_(value)
+
+        return Poison()
+
+
+def test_a_non_finite_loss_stops_training_with_the_step_and_the_last_good_checkpoint(tmp_path, tokenizer):
+    import torch
+
+    from biomamba_hf.reliability import NonFiniteLossError, reliability_callbacks
+
+    trainer, model = _tiny_trainer(tmp_path, tokenizer, [PoisonWeights(step=5, value=float("inf")), *reliability_callbacks()])
+    out = tmp_path / "out"
+    with pytest.raises(NonFiniteLossError, match=rf"Training stopped at step 5: the training loss is nan .*the "
+                       rf"optimizer did not apply this step\. The last complete checkpoint is {re.escape(str(out))}"
+                       r"/checkpoint-4: resume from it"):  # fmt: skip
+        trainer.train()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert last_complete_checkpoint(out) == str(out / "checkpoint-4")
+    assert all(torch.isfinite(w).all() for w in weights(out / "checkpoint-4").values())
+    # The update of step 5 was not applied: the parameters the poison did not touch are still finite.
+    assert all(torch.isfinite(p).all() for n, p in model.named_parameters() if "embeddings" not in n)
+
+
+def test_without_the_callback_trainer_trains_on_through_a_nan_loss(tmp_path, tokenizer):
+    """Why the callback exists: Trainer's logging_nan_inf_filter hides the NaN in the logs and training goes on."""
+    import math
+
+    trainer, model = _tiny_trainer(tmp_path, tokenizer, [PoisonWeights(step=3, value=float("inf"))], max_steps=4)
+    trainer.train()
+    logged = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 4 and all(math.isfinite(loss) for loss in logged)  # the logs show nothing wrong
+    import torch
+
+    assert not all(torch.isfinite(p).all() for p in model.parameters())  # but the weights are garbage
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_also_stops_training(tmp_path, tokenizer):
+    from transformers import TrainerCallback
+
+    from biomamba_hf.reliability import NonFiniteLossError, reliability_callbacks
+
+    class PoisonGradient(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            if state.global_step + 1 == 3:
+                next(model.parameters()).grad.view(-1)[0] = float("nan")
+
+    callbacks = [PoisonGradient(), *reliability_callbacks()]
+    trainer, _ = _tiny_trainer(tmp_path, tokenizer, callbacks)
+    with pytest.raises(NonFiniteLossError, match=r"step 3: the gradients hold NaN or infinite values \(losses of "):
+        trainer.train()
+    assert last_complete_checkpoint(tmp_path / "out") == str(tmp_path / "out" / "checkpoint-2")
+
+
+# ---------------------------------------------------------------- preflight: unwritable output, full disk
+
+
+def _args(output_dir, **overrides):
+    from transformers import TrainingArguments
+
+    options = dict(output_dir=str(output_dir), max_steps=100, save_strategy="steps", save_steps=10, use_cpu=True)
+    options.update(overrides)
+    return TrainingArguments(**options, report_to="none")
+
+
+def test_preflight_refuses_an_output_dir_that_cannot_be_created(tmp_path):
+    from biomamba_hf.reliability import preflight
+
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("a file where a folder should go")
+    with pytest.raises(ValueError, match=r"--output_dir .*results.txt/run cannot be created: .*results.txt is a file"):
+        preflight(_args(blocker / "run"))
+    with pytest.raises(ValueError, match=r"--output_dir .*results.txt is a file, not a folder"):
+        preflight(_args(blocker))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.txt"]
+
+
+def test_preflight_refuses_an_output_dir_that_cannot_be_written(tmp_path, monkeypatch):
+    import tempfile
+
+    from biomamba_hf import reliability
+
+    def read_only(*args, **kwargs):  # what a read-only mount answers (chmod cannot show it to root)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(ValueError, match=r"--output_dir .*out is not writable \(.*: Permission denied\)"):
+        reliability.preflight(_args(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_preflight_counts_the_checkpoints_kept_and_refuses_a_too_small_disk(tmp_path, monkeypatch, tokenizer):
+    import shutil
+
+    from helpers import tiny_config
+    from transformers import MambaForCausalLM
+
+    from biomamba_hf.reliability import expected_output_bytes, preflight
+
+    model = MambaForCausalLM(tiny_config(vocab_size=len(tokenizer)))
+    n = sum({p.data_ptr(): p.numel() for p in model.parameters()}.values())
+    expected = expected_output_bytes(model, _args(tmp_path, save_total_limit=2))
+    # weights (float32) + two Adam moments + 1 MB of state files; 3 checkpoints on disk while rotating; final model
+    assert expected == {
+        "checkpoint": 12 * n + (1 << 20),
+        "checkpoints_kept": 3,
+        "total": 3 * (12 * n + (1 << 20)) + 4 * n,
+    }
+    only_model = expected_output_bytes(model, _args(tmp_path, save_only_model=True))
+    assert only_model == {"checkpoint": 4 * n, "checkpoints_kept": 10, "total": 11 * 4 * n}
+    assert expected_output_bytes(model, _args(tmp_path, save_strategy="no"))["total"] == 4 * n
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=expected["total"]))
+    with pytest.raises(ValueError, match=r"Not enough disk space for --output_dir .*out: .* free .* but the run will "
+                       r"write about .*3 checkpoint\(s\) of .* kept at once and the final model.*--save_total_limit"):  # fmt: skip
+        preflight(_args(tmp_path / "out", save_total_limit=2), model)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=2 * expected["total"]))
+    report = preflight(_args(tmp_path / "out", save_total_limit=2), model)
+    assert report["required"] == expected["total"] and not (tmp_path / "out").exists()
