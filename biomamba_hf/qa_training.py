@@ -207,7 +207,7 @@ def load_training_examples(
         squad_rows = read_squad_bioasq(path)
         if squad_rows and not any(row["answers"]["text"] for row in squad_rows):
             raise ValueError(
-                f"{path}: none of its {len(squad_rows)} questions has an answer (field 'answers' is empty), so it "
+                f"{path}: none of its {len(squad_rows)} qas has an answer (every 'answers' field is empty), so it "
                 "cannot train a QA model; is it a test file? Pass it to --test_dirs or --predict_files instead, or "
                 "give golden files with --train_golden_files."
             )
