@@ -176,23 +176,23 @@ class _SelectiveScanFn(torch.autograd.Function):
             s = starts[k]
             e = min(s + block_size, length)
             start_state = block_states[k]
-            decay, states = _block_terms(dt_t, u_t, b_t, a2, s, e)
-            _scan_inplace(decay, states, start_state, chunk)
-            grad_c_t[s:e] = torch.einsum("tbdn,tbd->tbn", states, gy_t[s:e])
+            decay, inputs = _block_terms(dt_t, u_t, b_t, a2, s, e)
+            states = _scan_inplace(decay, inputs.clone(), start_state, chunk)
+            gy_blk = gy_t[s:e]
+            grad_c_t[s:e] = torch.matmul(gy_blk.unsqueeze(2), states).squeeze(2)
             # dL/dh_t from the output, then the reverse recurrence through the decays.
-            grad_h = gy_t[s:e].unsqueeze(-1) * c_t[s:e].unsqueeze(2)
+            grad_h = gy_blk.unsqueeze(-1) * c_t[s:e].unsqueeze(2)
             _reverse_scan_inplace(decay, grad_h, carry, chunk)
             carry = decay[0] * grad_h[0]
-            # dL/d(decay_t) * decay_t = G_t * h_{t-1} * decay_t, reusing `states` as h_{t-1}.
-            prev = torch.cat([start_state.unsqueeze(0), states[:-1]])
-            prev.mul_(grad_h).mul_(decay)
+            # dL/d(decay_t) * decay_t = G_t * decay_t * h_{t-1} = G_t * (h_t - x_t), built in the `inputs` buffer.
+            weighted = torch.sub(states, inputs, out=inputs).mul_(grad_h)
             dt_blk = dt_t[s:e]
-            grad_a += torch.einsum("tbdn,tbd->dn", prev, dt_blk)
-            grad_dt = torch.einsum("tbdn,dn->tbd", prev, a_f)
-            g_dot_b = torch.einsum("tbdn,tbn->tbd", grad_h, b_t[s:e])
-            grad_dt_t[s:e] = grad_dt + g_dot_b * u_t[s:e]
+            grad_dt = torch.mul(weighted, a_f, out=states).sum(-1)
+            grad_a += torch.mul(weighted, dt_blk.unsqueeze(-1), out=states).sum(dim=(0, 1))
+            g_dot_b = torch.matmul(grad_h, b_t[s:e].unsqueeze(-1)).squeeze(-1)
+            grad_dt_t[s:e] = grad_dt.addcmul_(g_dot_b, u_t[s:e])
             grad_u_t[s:e] = g_dot_b * dt_blk
-            grad_b_t[s:e] = torch.einsum("tbdn,tbd->tbn", grad_h, dt_blk * u_t[s:e])
+            grad_b_t[s:e] = torch.matmul((dt_blk * u_t[s:e]).unsqueeze(2), grad_h).squeeze(2)
 
         grad_u = grad_u_t.permute(1, 2, 0)
         if D is not None:
