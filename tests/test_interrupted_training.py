@@ -271,7 +271,9 @@ def test_a_non_finite_loss_stops_training_with_the_step_and_the_last_good_checkp
 
     from biomamba_hf.reliability import NonFiniteLossError, reliability_callbacks
 
-    trainer, model = _tiny_trainer(tmp_path, tokenizer, [PoisonWeights(step=5, value=float("inf")), *reliability_callbacks()])
+    trainer, model = _tiny_trainer(
+        tmp_path, tokenizer, [PoisonWeights(step=5, value=float("inf")), *reliability_callbacks()]
+    )
     out = tmp_path / "out"
     with pytest.raises(NonFiniteLossError, match=rf"Training stopped at step 5: the training loss is nan .*the "
                        rf"optimizer did not apply this step\. The last complete checkpoint is {re.escape(str(out))}"
