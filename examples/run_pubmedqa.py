@@ -106,6 +106,7 @@ def load_model_and_tokenizer(model_args, device):
 
     from biomamba_hf import prepare_tokenizer_for_qa
     from biomamba_hf.data.pubmedqa import LABELS
+    from biomamba_hf.ops import enable_fast_scan
     from biomamba_hf.training import config_from_overrides, configure_mamba_code_path
 
     hub_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token}
@@ -123,6 +124,8 @@ def load_model_and_tokenizer(model_args, device):
         config.update(labels)
         if "vocab_size" not in (model_args.config_overrides or ""):
             config.vocab_size = -(-len(tokenizer) // 8) * 8
+    # The package's portable scan on CPU (idempotent; BIOMAMBA_FAST_SCAN=0 opts out; CUDA kernels keep precedence).
+    enable_fast_scan()
     code_path = configure_mamba_code_path(config, device)
     if model_args.model_name_or_path:
         model = AutoModelForSequenceClassification.from_pretrained(

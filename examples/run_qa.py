@@ -254,6 +254,7 @@ def load_model_and_tokenizer(model_args, device):
     from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
 
     from biomamba_hf import prepare_tokenizer_for_qa
+    from biomamba_hf.ops import enable_fast_scan
     from biomamba_hf.qa_training import resolve_qa_layout
     from biomamba_hf.training import config_from_overrides, configure_mamba_code_path
 
@@ -273,6 +274,8 @@ def load_model_and_tokenizer(model_args, device):
                 setattr(config, name, getattr(tokenizer, name))
         source = f"a random {model_args.model_type} init"
     layout = resolve_qa_layout(model_args.qa_layout, config, source)
+    # The package's portable scan on CPU (idempotent; BIOMAMBA_FAST_SCAN=0 opts out; CUDA kernels keep precedence).
+    enable_fast_scan()
     code_path = configure_mamba_code_path(config, device)
     if model_args.model_name_or_path:
         model = AutoModelForQuestionAnswering.from_pretrained(
