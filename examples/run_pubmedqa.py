@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
         handlers=[logging.StreamHandler(sys.stdout)],
     )
     log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
+    logger.setLevel(logging.INFO if training_args.should_log else log_level)
     transformers.utils.logging.set_verbosity(log_level)
     datasets.utils.logging.set_verbosity(log_level)
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):

@@ -189,8 +189,10 @@ def setup_logging(training_args) -> None:
         handlers=[logging.StreamHandler(sys.stdout)],
     )
     log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    logging.getLogger("biomamba_hf").setLevel(log_level)
+    # This script's own summary (data conversion, code path, scores) is shown on the main process.
+    own_level = logging.INFO if training_args.should_log else log_level
+    logger.setLevel(own_level)
+    logging.getLogger("biomamba_hf").setLevel(own_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.enable_default_handler()
