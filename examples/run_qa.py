@@ -289,6 +289,17 @@ def load_model_and_tokenizer(model_args, device):
     return model, tokenizer, layout, code_path
 
 
+def is_local_clm_run(path: str) -> bool:
+    """Whether ``path`` is an examples/run_clm.py output folder (a causal-LM checkpoint with recorded results)."""
+    import json
+
+    folder = Path(path)
+    if not (folder / "config.json").is_file() or not (folder / "all_results.json").is_file():
+        return False
+    architectures = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    return any(name.endswith("ForCausalLM") for name in architectures)
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run; returns the metrics written to ``all_results.json``."""
     from transformers import Trainer, set_seed
@@ -472,7 +483,7 @@ def main(argv: list[str] | None = None) -> dict:
         hub.save_run_arguments(training_args.output_dir, model_args, data_args, training_args)
         card_kwargs = {}
         start = model_args.model_name_or_path
-        if start and Path(start).is_dir() and any((Path(start) / f).is_file() for f in ("all_results.json",)):
+        if start and is_local_clm_run(start):
             card_kwargs["pretraining_dir"] = start  # a local run_clm output: its metrics go on the card too
             card_kwargs["qa_dir"] = training_args.output_dir
         elif start and not Path(start).exists():

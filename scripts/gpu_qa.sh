@@ -9,8 +9,9 @@
 #
 # Settings (environment variables): EPOCHS (default 3), MAX_STEPS (default -1: use EPOCHS), LR (default 3e-4 for a
 # random init, 5e-5 from a checkpoint), BATCH (16), LAYOUTS ("question_first repeat_context"), SETS ("4b 5b"),
-# EVAL_BEFORE (false; true also scores the untrained start), DATA_DIR (.gpu/data: bioasq/ and tokenizers/gpt-neox-20b travel there), OUT_DIR (outputs/gpu_qa: one run folder
-# each, models included), RESULTS_DIR (optional: where the small result files and logs of every run are copied).
+# EVAL_BEFORE (false; true also scores the untrained start), DATA_DIR (.gpu/data: bioasq/ and
+# tokenizers/gpt-neox-20b travel there), OUT_DIR (outputs/gpu_qa: one run folder each, models included),
+# RESULTS_DIR (optional: where the small result files and logs of every run are copied).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

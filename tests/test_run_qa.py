@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -625,3 +626,14 @@ def test_run_qa_real_data_smoke_on_a_slice_of_4b(run_qa, tmp_path):
     predictions = json.loads((output_dir / "predictions_4b.json").read_text())
     assert set(predictions) == kept and all(len(p) <= 5 for p in predictions.values())
     assert 0.0 <= results["bioasq_4b_mrr"] <= 1.0
+
+
+def test_only_a_causal_lm_run_counts_as_the_pretraining_stage_of_the_card(run_qa, trained, clm_dir, tmp_path):
+    output_dir, _ = trained
+    assert not run_qa.is_local_clm_run(str(output_dir))  # a QA run with results is not a pretraining run
+    assert not run_qa.is_local_clm_run(str(clm_dir))  # no recorded results
+    run = tmp_path / "clm_run"
+    run.mkdir()
+    shutil.copy(clm_dir / "config.json", run / "config.json")
+    (run / "all_results.json").write_text(json.dumps({"perplexity": 12.5}))
+    assert run_qa.is_local_clm_run(str(run))
