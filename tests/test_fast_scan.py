@@ -117,6 +117,16 @@ def test_without_optional_inputs(reference_scan):
     _assert_close(actual, expected, 1e-5, "output")
 
 
+@pytest.mark.parametrize("length", [1, 9])
+def test_leaves_inputs_untouched(length):
+    """Time-major views of (batch, dim, 1) or batch-1 inputs can alias them: nothing may be written in place."""
+    inputs = {name: t.detach() for name, t in _inputs(1, 3, 2, length, torch.float32).items()}
+    before = {name: t.clone() for name, t in inputs.items()}
+    selective_scan(**inputs, delta_softplus=True, return_last_state=True)
+    for name, tensor in inputs.items():
+        assert torch.equal(tensor, before[name]), name
+
+
 def test_no_quadratic_or_full_length_state_tensors():
     """Memory stays linear: the saved tensors are the inputs plus one state per block, nothing (L, dim, state)."""
     inputs = _inputs(1, 4, 3, 96, torch.float32)

@@ -89,24 +89,31 @@ def _reverse_scan_inplace(a: torch.Tensor, g: torch.Tensor, carry: torch.Tensor,
 
 def _prepare(u, delta, B, C, delta_bias, delta_softplus):
     """Time-major float32 copies: u, dt (L, batch, dim); B, C (L, batch, state)."""
-    dt = delta.float()
+    dt_t = delta.float().permute(2, 0, 1)
     if delta_bias is not None:
-        dt = dt + delta_bias.float()[None, :, None]
+        dt_t = dt_t + delta_bias.float()
     if delta_softplus:
-        dt = F.softplus(dt)
+        dt_t = F.softplus(dt_t)
+    dt_t = dt_t.contiguous()
     u_t = u.float().permute(2, 0, 1).contiguous()
-    dt_t = dt.permute(2, 0, 1).contiguous()
     b_t = B.float().permute(2, 0, 1).contiguous()
     c_t = C.float().permute(2, 0, 1).contiguous()
     return u_t, dt_t, b_t, c_t
 
 
-def _block_terms(dt_t, u_t, b_t, a2, s, e):
-    """Decays ``exp(dt * A)`` and inputs ``dt * B * u`` of tokens ``s:e``, each ``(T, batch, dim, state)``."""
+def _block_terms(dt_t, u_t, b_t, a2, s, e, buffers):
+    """Decays ``exp(dt * A)`` and inputs ``dt * B * u`` of tokens ``s:e``, each ``(T, batch, dim, state)``, written
+    into the first two of ``buffers`` (reused across blocks: fresh multi-MB allocations page-fault on every block)."""
     dt_blk = dt_t[s:e]
-    decay = torch.exp2(dt_blk.unsqueeze(-1) * a2)
-    inputs = (dt_blk * u_t[s:e]).unsqueeze(-1) * b_t[s:e].unsqueeze(2)
+    steps = e - s
+    decay = torch.mul(dt_blk.unsqueeze(-1), a2, out=buffers[0][:steps]).exp2_()
+    inputs = torch.mul((dt_blk * u_t[s:e]).unsqueeze(-1), b_t[s:e].unsqueeze(2), out=buffers[1][:steps])
     return decay, inputs
+
+
+def _work_buffers(count, block_size, like, batch, dim, state_size):
+    steps = min(block_size, like.shape[0])
+    return [like.new_empty(steps, batch, dim, state_size) for _ in range(count)]
 
 
 class _SelectiveScanFn(torch.autograd.Function):
@@ -120,19 +127,20 @@ class _SelectiveScanFn(torch.autograd.Function):
         state = u_t.new_zeros(batch, dim, state_size)
         starts = list(range(0, length, block_size))
         block_states = u_t.new_empty(len(starts), batch, dim, state_size)
+        buffers = _work_buffers(2, block_size, u_t, batch, dim, state_size)
         for k, s in enumerate(starts):
             e = min(s + block_size, length)
             block_states[k] = state
-            decay, states = _block_terms(dt_t, u_t, b_t, a2, s, e)
+            decay, states = _block_terms(dt_t, u_t, b_t, a2, s, e, buffers)
             _scan_inplace(decay, states, state, chunk)
             state = states[-1].clone()
             y_t[s:e] = torch.einsum("tbdn,tbn->tbd", states, c_t[s:e])
-        y = y_t.permute(1, 2, 0)
+        # Finish in time-major layout: inside MambaMixer that is the memory layout of u, z and of the out_proj input.
         if D is not None:
-            y = y + u.float() * D.float()[None, :, None]
-        out = y * F.silu(z.float()) if z is not None else y
+            y_t.addcmul_(u_t, D.float())
+        out_t = y_t * F.silu(z.float().permute(2, 0, 1)) if z is not None else y_t
 
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, block_states, y if z is not None else None)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, block_states, y_t if z is not None else None)
         ctx.delta_softplus = delta_softplus
         ctx.block_size = block_size
         ctx.chunk = chunk
@@ -140,31 +148,30 @@ class _SelectiveScanFn(torch.autograd.Function):
         for extra in (D, z):
             if extra is not None:
                 out_dtype = torch.promote_types(out_dtype, extra.dtype)
-        return out.to(out_dtype), state
+        return out_t.permute(1, 2, 0).to(out_dtype), state
 
     @staticmethod
     def backward(ctx, grad_out, grad_state):
-        u, delta, A, B, C, D, z, delta_bias, block_states, y = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, block_states, y_t = ctx.saved_tensors
         batch, dim, length = u.shape
         block_size, chunk = ctx.block_size, ctx.chunk
         u_t, dt_t, b_t, c_t = _prepare(u, delta, B, C, delta_bias, ctx.delta_softplus)
         a_f = A.float()
         a2 = a_f * _LOG2E
-        grad_out = grad_out.float()
+        go_t = grad_out.float().permute(2, 0, 1)
 
         grad_z = None
         if z is not None:
-            sig = torch.sigmoid(z.float())
-            grad_y = grad_out * (z.float() * sig)
+            z_t = z.float().permute(2, 0, 1)
+            sig = torch.sigmoid(z_t)
+            gy_t = (go_t * (z_t * sig)).contiguous()
             if ctx.needs_input_grad[6]:
-                grad_z = (grad_out * y * sig * (1 + z.float() * (1 - sig))).to(z.dtype)
+                grad_z = (go_t * y_t * sig * (1 + z_t * (1 - sig))).permute(1, 2, 0).to(z.dtype)
         else:
-            grad_y = grad_out
+            gy_t = go_t.contiguous()
         grad_D = None
         if D is not None:
-            grad_D = (grad_y * u.float()).sum(dim=(0, 2)).to(D.dtype)
-
-        gy_t = grad_y.permute(2, 0, 1).contiguous()
+            grad_D = (gy_t * u_t).sum(dim=(0, 1)).to(D.dtype)
         grad_u_t = torch.zeros_like(u_t)
         grad_dt_t = torch.zeros_like(dt_t)
         grad_b_t = torch.zeros_like(b_t)
@@ -172,18 +179,19 @@ class _SelectiveScanFn(torch.autograd.Function):
         grad_a = torch.zeros_like(a_f)
         carry = grad_state.float() if grad_state is not None else u_t.new_zeros(block_states.shape[1:])
         starts = list(range(0, length, block_size))
+        buffers = _work_buffers(4, block_size, u_t, batch, dim, A.shape[1])
         for k in range(len(starts) - 1, -1, -1):
             s = starts[k]
             e = min(s + block_size, length)
             start_state = block_states[k]
-            decay, inputs = _block_terms(dt_t, u_t, b_t, a2, s, e)
-            states = _scan_inplace(decay, inputs.clone(), start_state, chunk)
+            decay, inputs = _block_terms(dt_t, u_t, b_t, a2, s, e, buffers)
+            states = _scan_inplace(decay, buffers[2][: e - s].copy_(inputs), start_state, chunk)
             gy_blk = gy_t[s:e]
             grad_c_t[s:e] = torch.matmul(gy_blk.unsqueeze(2), states).squeeze(2)
             # dL/dh_t from the output, then the reverse recurrence through the decays.
-            grad_h = gy_blk.unsqueeze(-1) * c_t[s:e].unsqueeze(2)
+            grad_h = torch.mul(gy_blk.unsqueeze(-1), c_t[s:e].unsqueeze(2), out=buffers[3][: e - s])
             _reverse_scan_inplace(decay, grad_h, carry, chunk)
-            carry = decay[0] * grad_h[0]
+            carry = decay[0] * grad_h[0]  # a new tensor: the buffers are overwritten by the next block
             # dL/d(decay_t) * decay_t = G_t * decay_t * h_{t-1} = G_t * (h_t - x_t), built in the `inputs` buffer.
             weighted = torch.sub(states, inputs, out=inputs).mul_(grad_h)
             dt_blk = dt_t[s:e]
@@ -194,19 +202,17 @@ class _SelectiveScanFn(torch.autograd.Function):
             grad_u_t[s:e] = g_dot_b * dt_blk
             grad_b_t[s:e] = torch.matmul((dt_blk * u_t[s:e]).unsqueeze(2), grad_h).squeeze(2)
 
-        grad_u = grad_u_t.permute(1, 2, 0)
         if D is not None:
-            grad_u = grad_u + grad_y * D.float()[None, :, None]
-        grad_delta = grad_dt_t.permute(1, 2, 0)
+            grad_u_t.addcmul_(gy_t, D.float())
         if ctx.delta_softplus:
-            pre = delta.float()
+            pre = delta.float().permute(2, 0, 1)
             if delta_bias is not None:
-                pre = pre + delta_bias.float()[None, :, None]
-            grad_delta = grad_delta * torch.sigmoid(pre)
-        grad_bias = grad_delta.sum(dim=(0, 2)).to(delta_bias.dtype) if delta_bias is not None else None
+                pre = pre + delta_bias.float()
+            grad_dt_t.mul_(torch.sigmoid(pre))
+        grad_bias = grad_dt_t.sum(dim=(0, 1)).to(delta_bias.dtype) if delta_bias is not None else None
         return (
-            grad_u.to(u.dtype),
-            grad_delta.to(delta.dtype),
+            grad_u_t.permute(1, 2, 0).to(u.dtype),
+            grad_dt_t.permute(1, 2, 0).to(delta.dtype),
             grad_a.to(A.dtype),
             grad_b_t.permute(1, 2, 0).to(B.dtype),
             grad_c_t.permute(1, 2, 0).to(C.dtype),
