@@ -3,7 +3,7 @@
 As transformers keeps ``postprocess_qa_predictions`` in ``utils_qa.py`` next to its ``run_qa.py``, the logic of the
 script lives here so that it can be tested and reused:
 
-* :class:`QATrainingArguments`: ``TrainingArguments`` plus ``--overwrite_output_dir`` and ``--eval_before_train``;
+* :class:`QATrainingArguments`: run_clm's training arguments (``--overwrite_output_dir``, ``--eval_before_train``);
 * :func:`resolve_qa_layout`: the input layout of a run, refusing to retrain a checkpoint with another layout;
 * :func:`load_training_examples` / :func:`check_disjoint`: SQuAD rows from golden and SQuAD files, with a leak check
   against the test questions;
@@ -22,7 +22,7 @@ context (snippet or abstract) of a question gives its ``n_best_size`` best spans
 spans are tidied (:func:`biomamba_hf.metrics.clean_answer`), grouped case-insensitively per question with their
 probabilities summed over contexts, and the five highest are the question's ranked answers.
 
-This module imports transformers (the arguments subclass ``TrainingArguments``); ``datasets`` and ``peft`` are imported
+This module imports transformers (the arguments subclass ``TrainingArguments``, via :mod:`biomamba_hf.training`); ``datasets`` and ``peft`` are imported
 inside the functions that need them. ``import biomamba_hf`` does not import this module.
 """
 
@@ -32,15 +32,14 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from transformers import TrainingArguments
 
 from .metrics.bioasq import MAX_CANDIDATES, bioasq_factoid_batches, flatten_scores, merge_nbest, write_submission
 from .modeling import QA_LAYOUTS
 from .qa import extract_answers, prepare_qa_features
+from .training import CLMTrainingArguments
 
 if TYPE_CHECKING:
     import torch
@@ -85,24 +84,19 @@ _HEADS = ("qa_outputs", "score")
 
 
 @dataclass
-class QATrainingArguments(TrainingArguments):
-    """``TrainingArguments`` with run_clm's ``--overwrite_output_dir`` (gone from transformers 5) and
-    ``--eval_before_train``."""
+class QATrainingArguments(CLMTrainingArguments):
+    """run_clm's ``TrainingArguments`` (``--overwrite_output_dir``, ``--eval_before_train``, ``--hub_token`` refused,
+    CPU multi-process set-up) for the fine-tuning scripts; ``--eval_before_train`` scores the starting checkpoint on
+    the test sets (metrics prefixed ``initial_``)."""
 
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={
-            "help": "Write into a non-empty output_dir. Without it a non-empty output_dir is an error, unless it holds "
-            "a checkpoint, which training then resumes from."
-        },
-    )
-    eval_before_train: bool = field(
-        default=False,
-        metadata={
-            "help": "Also score the starting checkpoint (before fine-tuning) on the test sets; its metrics are "
-            "saved with the prefix `initial_`."
-        },
-    )
+    def __post_init__(self):
+        super().__post_init__()
+        if self.tokens_per_step is not None:
+            raise ValueError(
+                f"--tokens_per_step {self.tokens_per_step} applies to packed pretraining blocks (run_clm.py); QA "
+                "batches are windows of varying length: set --per_device_train_batch_size and "
+                "--gradient_accumulation_steps instead."
+            )
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -488,11 +488,11 @@ def main(argv: list[str] | None = None) -> dict:
             card_kwargs["qa_dir"] = training_args.output_dir
         elif start and not Path(start).exists():
             card_kwargs["base_model"] = start
+        hub.attach_model_card(trainer, **card_kwargs)  # Trainer's card is the biomamba card, pushed or not
         if training_args.push_to_hub:
-            hub.attach_model_card(trainer, **card_kwargs)
             trainer.push_to_hub()
         else:
-            hub.save_model_card(training_args.output_dir, **card_kwargs)
+            trainer.create_model_card()
     return results
 
 

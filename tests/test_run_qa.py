@@ -524,6 +524,12 @@ def test_missing_inputs_and_bad_arguments_are_refused(no_model, bioasq_files, tm
         )
     with pytest.raises(ValueError, match=r"Nothing to do: pass --do_train, --do_eval and/or --do_predict"):
         no_model.main(["--model_name_or_path", "x", *common_args(tmp_path / "out")])
+    with pytest.raises(ValueError, match=r"--tokens_per_step 4096 applies to packed pretraining blocks"):
+        no_model.main(
+            ["--model_name_or_path", "x", "--do_eval", "--tokens_per_step", "4096", *common_args(tmp_path / "o")]
+        )
+    with pytest.raises(ValueError, match=r"--hub_token would be saved in training_args.bin"):
+        no_model.main(["--model_name_or_path", "x", "--do_eval", "--hub_token", "hf_x", *common_args(tmp_path / "o")])
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("keep me")
     with pytest.raises(ValueError, match=r"already exists and is not empty"):
