@@ -256,3 +256,29 @@ def test_generation_with_cache_matches(restore_fast_scan):
     assert torch.equal(actual.sequences, expected.sequences)
     for step, (a, e) in enumerate(zip(actual.scores, expected.scores)):
         _assert_close(a, e, 1e-5, f"scores of step {step}")
+
+
+def test_docstring_examples():
+    import doctest
+
+    from biomamba_hf.ops import selective_scan as module
+
+    result = doctest.testmod(module, raise_on_error=False)
+    assert result.attempted > 0 and result.failed == 0, result
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("chunk_size", [None, 0])
+def test_matches_reference_on_cuda(reference_scan, chunk_size):
+    """On a GPU: the default two-level chunked scan (and per-token steps) against transformers' reference."""
+
+    def on_cuda(inputs):
+        return {name: t.detach().cuda().requires_grad_() for name, t in inputs.items()}
+
+    expected = _run(reference_scan, on_cuda(_inputs(2, 64, 16, 300, torch.float32)))
+    actual = _run(selective_scan, on_cuda(_inputs(2, 64, 16, 300, torch.float32)), chunk_size=chunk_size)
+    _assert_close(actual[0], expected[0], 1e-4, "output")
+    _assert_close(actual[1], expected[1], 1e-4, "last state")
+    for name, grad in expected[2].items():
+        _assert_close(actual[2][name], grad, 1e-4, f"grad of {name}")
