@@ -66,6 +66,11 @@ class CLMTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        if self.hub_token:
+            raise ValueError(
+                "--hub_token would be saved in training_args.bin (Trainer pickles its arguments) and uploaded by "
+                "--push_to_hub. Remove --hub_token and give the token with `hf auth login` or the HF_TOKEN variable."
+            )
         if not self.use_cpu and launched_processes() > 1:
             import torch
 
@@ -145,22 +150,28 @@ def tokens_per_optimizer_step(args: TrainingArguments, block_size: int) -> int:
     return block_size * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
 
 
+#: Files written before the first checkpoint (arguments, evaluation before training); they do not block a restart.
+RESTARTABLE_FILES = frozenset({"run_args.json", "initial_results.json", "all_results.json"})
+
+
 def check_output_dir(args: CLMTrainingArguments) -> str | None:
     """Apply run_clm's rules to ``args.output_dir`` before any training; return the checkpoint to resume from.
 
     * ``--resume_from_checkpoint`` given: it is returned as is.
-    * The directory holds ``checkpoint-*`` folders and ``--overwrite_output_dir`` is not set: the last one.
+    * The directory holds ``checkpoint-*`` folders and ``--overwrite_output_dir`` is not set: the last *complete*
+      one (see :func:`biomamba_hf.reliability.last_complete_checkpoint`; a half-written checkpoint is never resumed).
     * The directory is non-empty otherwise, without ``--overwrite_output_dir``: ``ValueError``.
     """
-    from transformers.trainer_utils import get_last_checkpoint
+    from .reliability import last_complete_checkpoint
 
     if args.resume_from_checkpoint is not None:
         return args.resume_from_checkpoint
     output_dir = args.output_dir
     if not args.do_train or args.overwrite_output_dir or not os.path.isdir(output_dir):
         return None
-    last_checkpoint = get_last_checkpoint(output_dir)
-    if last_checkpoint is None and os.listdir(output_dir):
+    last_checkpoint = last_complete_checkpoint(output_dir)
+    # Files a run writes before its first checkpoint: a run killed that early simply starts again.
+    if last_checkpoint is None and set(os.listdir(output_dir)) - RESTARTABLE_FILES:
         raise ValueError(
             f"Output directory {output_dir} already exists and is not empty (it holds "
             f"{sorted(os.listdir(output_dir))[:5]}...) and no checkpoint to resume from. Use --overwrite_output_dir "
@@ -297,6 +308,14 @@ class CausalLMTrainer(Trainer):
         kwargs["compute_metrics"] = _token_level_metrics
         kwargs["preprocess_logits_for_metrics"] = _preprocess_logits_for_metrics
         super().__init__(*args, **kwargs)
+
+    def _run_epoch(self, *args, **kwargs):
+        # transformers 5.24 trains one more optimizer step when it resumes from a checkpoint that already reached
+        # max_steps (a run killed while saving its final model); there is nothing left to train.
+        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"

@@ -73,6 +73,13 @@ class ModelArguments:
     use_fast_tokenizer: bool = field(default=True, metadata={"help": "Use a fast (tokenizers-backed) tokenizer."})
     model_revision: str = field(default="main", metadata={"help": "Model version: branch, tag or commit id."})
     token: str | None = field(default=None, metadata={"help": "Hub token (default: the one of `hf auth login`)."})
+    allow_pickle_weights: bool = field(
+        default=False,
+        metadata={
+            "help": "Also load pickle weights (pytorch_model.bin) when a checkpoint has no safetensors. Pickle can "
+            "run code: only for sources you trust."
+        },
+    )
     dtype: str | None = field(
         default=None,
         metadata={"help": "Load the model weights in this dtype.", "choices": list(DTYPE_CHOICES)},
@@ -293,10 +300,14 @@ def load_model(model_args, config, tokenizer):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from biomamba_hf.reliability import from_pretrained_safely
+
     if model_args.model_name_or_path:
         dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
-        model = AutoModelForCausalLM.from_pretrained(
+        model = from_pretrained_safely(
+            AutoModelForCausalLM,
             model_args.model_name_or_path,
+            allow_pickle=model_args.allow_pickle_weights,
             config=config,
             cache_dir=model_args.cache_dir,
             revision=model_args.model_revision,
@@ -320,6 +331,8 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import default_data_collator, set_seed
 
     from biomamba_hf.data.clm import load_text_datasets, pack_dataset
+    from biomamba_hf.hub import attach_model_card, save_run_arguments
+    from biomamba_hf.reliability import preflight, reliability_callbacks
     from biomamba_hf.training import (
         CausalLMTrainer,
         ThroughputCallback,
@@ -355,6 +368,7 @@ def main(argv: list[str] | None = None) -> dict:
         training_args.gradient_accumulation_steps = accumulation
     # Refuse a non-empty output directory before any data is processed; find the checkpoint to resume from.
     checkpoint = check_output_dir(training_args)
+    preflight(training_args)  # output dir writable
     if checkpoint is not None:
         logger.info("Resuming training from checkpoint %s", checkpoint)
 
@@ -383,6 +397,7 @@ def main(argv: list[str] | None = None) -> dict:
     config, tokenizer = load_config_and_tokenizer(model_args, raw_datasets)
     code_path = configure_mamba_code_path(config, training_args.device)
     model = load_model(model_args, config, tokenizer)
+    preflight(training_args, model)  # enough disk for the checkpoints kept
 
     block_size = data_args.block_size
     train_dataset = eval_dataset = None
@@ -432,6 +447,8 @@ def main(argv: list[str] | None = None) -> dict:
         for line in summary:
             logger.info("run: %s", line)
 
+    if training_args.do_train and training_args.should_save:  # inputs are valid: the run may write now
+        save_run_arguments(training_args.output_dir, model_args, data_args, training_args)
     throughput = ThroughputCallback(step_tokens)
     trainer = CausalLMTrainer(
         model=model,
@@ -440,8 +457,9 @@ def main(argv: list[str] | None = None) -> dict:
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         data_collator=default_data_collator,
-        callbacks=[throughput],
+        callbacks=[throughput, *reliability_callbacks()],
     )
+    attach_model_card(trainer)  # Trainer's create_model_card / push_to_hub write the biomamba card
 
     results: dict = {}
     if training_args.do_eval and training_args.eval_before_train:
@@ -487,14 +505,10 @@ def main(argv: list[str] | None = None) -> dict:
             )
         print(line, flush=True)
 
-    card_kwargs = {"finetuned_from": model_args.model_name_or_path, "tasks": "text-generation"}
-    if data_args.dataset_name is not None:
-        card_kwargs["dataset_tags"] = data_args.dataset_name
-        card_kwargs["dataset"] = " ".join(filter(None, [data_args.dataset_name, data_args.dataset_config_name]))
     if training_args.push_to_hub:
-        trainer.push_to_hub(**card_kwargs)
+        trainer.push_to_hub()
     elif training_args.do_train:
-        trainer.create_model_card(**card_kwargs)
+        trainer.create_model_card()
     return results
 
 

@@ -192,12 +192,6 @@ def test_run_clm_resumes_after_kill_9_in_a_step_and_in_checkpoint_saves(runner, 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="transformers 5.24 Trainer._inner_training_loop runs one optimizer step before checking max_steps when "
-    "it resumes from a checkpoint at max_steps (step max_steps + 1 is trained); run_clm.py/training.py must not "
-    "call trainer.train() again for a checkpoint that already reached max_steps",
-)
 def test_run_clm_killed_while_writing_the_final_model_reruns_to_the_same_result(
     runner, corpus, clm_dir, straight, tmp_path
 ):

@@ -193,9 +193,17 @@ def test_check_output_dir(tmp_path):
         ValueError, match=r"Output directory .*out already exists and is not empty .*--overwrite_output_dir"
     ):
         check_output_dir(args)
-    (out / "checkpoint-2").mkdir()
-    (out / "checkpoint-10").mkdir()
+    for step in (2, 10, 12):
+        (out / f"checkpoint-{step}").mkdir()
+    for step in (2, 10):  # checkpoint-12 has no trainer state: half-written, never resumed
+        (out / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     assert check_output_dir(args) == str(out / "checkpoint-10")
+    (tmp_path / "restart").mkdir()
+    for name in ("run_args.json", "initial_results.json"):  # written before the first checkpoint
+        (tmp_path / "restart" / name).write_text("{}")
+    args.output_dir = str(tmp_path / "restart")
+    assert check_output_dir(args) is None
+    args.output_dir = str(out)
     args.overwrite_output_dir = True
     assert check_output_dir(args) is None
     args.resume_from_checkpoint = str(out / "checkpoint-2")

@@ -131,11 +131,6 @@ def test_the_qa_pipeline_refuses_pickle_only_checkpoints(tmp_path, tokenizer_dir
         pipeline("question-answering", model=str(tmp_path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="examples/run_clm.py load_model: --model_name_or_path with only pytorch_model.bin is loaded through "
-    "pickle; it should use biomamba_hf.reliability.from_pretrained_safely and an --allow_pickle_weights flag",
-)
 def test_run_clm_refuses_a_pickle_only_starting_checkpoint(run_clm, weight_folders, corpus, tokenizer_dir, tmp_path):
     import shutil
 
@@ -180,7 +175,7 @@ def clm_args(corpus, output_dir, model) -> list[str]:
 
 @pytest.fixture(scope="module")
 def token_run(run_clm, corpus, clm_dir, tmp_path_factory):
-    """run_clm.py given a (fake) Hub token both ways, --token and --hub_token; its output folder and its logs."""
+    """run_clm.py given a (fake) Hub token for loading (--token); its output folder and its logs."""
     import contextlib
     import io
     import logging
@@ -192,7 +187,7 @@ def token_run(run_clm, corpus, clm_dir, tmp_path_factory):
     try:
         with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
             args = clm_args(corpus, out, ["--model_name_or_path", str(clm_dir)])
-            run_clm.main([*args, "--token", FAKE_TOKEN, "--hub_token", FAKE_TOKEN, "--log_level", "info"])
+            run_clm.main([*args, "--token", FAKE_TOKEN, "--log_level", "info"])
     finally:
         logging.getLogger().removeHandler(handler)
     return out, stream.getvalue()
@@ -220,12 +215,15 @@ def test_hub_tokens_never_reach_configs_cards_or_metrics(token_run):
     assert _files_with_token(out, (".json", ".md", ".txt", ".yaml", ".jinja", "")) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="examples/run_clm.py: --hub_token is pickled with TrainingArguments into training_args.bin (final folder "
-    "and every checkpoint) and uploaded by --push_to_hub; refuse --hub_token as biomamba_hf.hub.attach_model_card "
-    "does (token via HF_TOKEN / `hf auth login`)",
-)
+def test_run_clm_refuses_hub_token_before_writing_anything(run_clm, corpus, clm_dir, tmp_path):
+    """Trainer pickles its arguments (hub_token included) into training_args.bin: --hub_token is refused up front."""
+    out = tmp_path / "out"
+    args = clm_args(corpus, out, ["--model_name_or_path", str(clm_dir)])
+    with pytest.raises(ValueError, match=r"--hub_token would be saved in training_args.bin.*HF_TOKEN"):
+        run_clm.main([*args, "--hub_token", FAKE_TOKEN])
+    assert not out.exists()
+
+
 def test_hub_tokens_never_reach_the_saved_training_arguments(token_run):
     out, _ = token_run
     assert (out / "training_args.bin").is_file()
