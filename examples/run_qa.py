@@ -63,6 +63,13 @@ class ModelArguments:
     cache_dir: str | None = field(default=None, metadata={"help": "Where to store files downloaded from the Hub."})
     model_revision: str = field(default="main", metadata={"help": "Model version: branch, tag or commit id."})
     token: str | None = field(default=None, metadata={"help": "Hub token (default: the one of `hf auth login`)."})
+    allow_pickle_weights: bool = field(
+        default=False,
+        metadata={
+            "help": "Also load pickle weights (pytorch_model.bin) when a checkpoint has no safetensors. Pickle can "
+            "run code: only for sources you trust."
+        },
+    )
     qa_layout: str | None = field(
         default=None,
         metadata={
@@ -258,6 +265,7 @@ def load_model_and_tokenizer(model_args, device):
     from biomamba_hf import prepare_tokenizer_for_qa
     from biomamba_hf.ops import enable_fast_scan
     from biomamba_hf.qa_training import resolve_qa_layout
+    from biomamba_hf.reliability import from_pretrained_safely
     from biomamba_hf.training import config_from_overrides, configure_mamba_code_path
 
     hub_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token}
@@ -280,8 +288,12 @@ def load_model_and_tokenizer(model_args, device):
     enable_fast_scan()
     code_path = configure_mamba_code_path(config, device)
     if model_args.model_name_or_path:
-        model = AutoModelForQuestionAnswering.from_pretrained(
-            model_args.model_name_or_path, config=config, **hub_kwargs
+        model = from_pretrained_safely(
+            AutoModelForQuestionAnswering,
+            model_args.model_name_or_path,
+            allow_pickle=model_args.allow_pickle_weights,
+            config=config,
+            **hub_kwargs,
         )
     else:
         model = AutoModelForQuestionAnswering.from_config(config)
@@ -316,6 +328,7 @@ def main(argv: list[str] | None = None) -> dict:
         unchanged_parameters,
         write_prediction_files,
     )
+    from biomamba_hf.reliability import preflight, reliability_callbacks
     from biomamba_hf.training import check_output_dir, describe_dtype
 
     model_args, data_args, training_args = parse_args(argv)
@@ -328,12 +341,14 @@ def main(argv: list[str] | None = None) -> dict:
             "without --push_to_hub, then upload the output folder with examples/push_to_hub.py."
         )
     checkpoint = check_output_dir(training_args)
+    preflight(training_args)  # output dir writable
     if checkpoint is not None:
         logger.info("Resuming training from checkpoint %s", checkpoint)
     set_seed(training_args.seed)
 
     train_rows, test_sets, predict_sets = load_data(data_args, training_args)
     model, tokenizer, layout, code_path = load_model_and_tokenizer(model_args, training_args.device)
+    preflight(training_args, model)  # enough disk for the checkpoints kept
     if model_args.use_lora:
         model = add_lora(
             model,
@@ -382,6 +397,7 @@ def main(argv: list[str] | None = None) -> dict:
         train_dataset=train_dataset,
         processing_class=tokenizer,
         data_collator=collator,
+        callbacks=reliability_callbacks(),
     )
 
     def evaluate(current_trainer, prefix: str) -> dict:
