@@ -6,7 +6,8 @@ One sequence per forward (batch 1), ``torch.inference_mode``, no recurrent cache
 the forward's peak above the resident weights (``torch.cuda.max_memory_allocated``; sampled RSS on CPU). GPT-2 has
 1024 learned positions: its position table is extended to the longest length measured (random weights, like the rest
 of the model -- speed and memory do not depend on them), so the attention cost at long context is measured as is.
-A model that runs out of memory at one length is not tried at longer ones.
+A model that runs out of memory at one length is not tried at longer ones. The three models stay resident and are
+measured in turn at each length (a slow spell of a shared machine then affects a whole row, not one column).
 
     python benchmarks/bench_long_context.py                                    # GPU, 130m shapes, 2k..128k
     python benchmarks/bench_long_context.py --device cpu --size small --lengths 512,1024,2048,4096,8192
@@ -73,29 +74,29 @@ def main(argv=None):
     dtype = getattr(torch, args.dtype)
     code_path = common.kernel_status(device, args.allow_fallback)
     results: dict[tuple[str, int], tuple[float, int | None] | str] = {}
-    for name in MODELS:
-        model = build_model(name, args, device, dtype)
-        vocab = model.config.vocab_size
-        stopped = None
-        for length in args.lengths:
+    # All models stay resident and are measured in turn at each length, so a slow spell of a shared machine hits
+    # all columns of a row alike; memory is measured above everything resident.
+    models = {name: build_model(name, args, device, dtype) for name in MODELS}
+    stopped: dict[str, str] = {}
+    for length in args.lengths:
+        for name, model in models.items():
             if name == "gpt2" and length > args.gpt2_max_len:
                 results[name, length] = "not run (--gpt2_max_len)"
                 continue
-            if stopped:
-                results[name, length] = stopped
+            if name in stopped:
+                results[name, length] = stopped[name]
                 continue
             try:
-                results[name, length] = measure(model, length, args, device, vocab)
+                results[name, length] = measure(model, length, args, device, model.config.vocab_size)
             except Exception as error:
                 if not common.is_oom(error):
                     raise
-                stopped = "OOM"
-                results[name, length] = stopped
+                stopped[name] = results[name, length] = "OOM"
             finally:
                 common.free_memory(device)
             print(f"  {name} {length}: {results[name, length]}", file=sys.stderr, flush=True)
-        model = None
-        common.free_memory(device)
+    models = None
+    common.free_memory(device)
 
     rows = []
     for length in args.lengths:
