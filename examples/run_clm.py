@@ -33,6 +33,18 @@ from dataclasses import dataclass, field
 logger = logging.getLogger(__name__)
 
 DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
+#: Config fields that size the model: each must be a positive integer where the config has it.
+CONFIG_SIZE_FIELDS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "vocab_size",
+    "state_size",
+    "expand",
+    "conv_kernel",
+    "intermediate_size",
+)
+#: Files of a saved tokenizer; a local tokenizer folder must hold at least one of them.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
 
 
 @dataclass
@@ -250,6 +262,38 @@ def setup_logging(training_args) -> None:
     transformers.utils.logging.enable_explicit_format()
 
 
+def _config_source(name: str, argument: str) -> str:
+    """Where a config loaded from ``name`` comes from, for error messages: the local config.json, or the Hub id."""
+    if os.path.isdir(name):
+        return f"{argument} {os.path.join(name, 'config.json')}"
+    return f"{argument} {name}"
+
+
+def check_config_sizes(config, source: str) -> None:
+    """Refuse a config whose size fields (:data:`CONFIG_SIZE_FIELDS`) are not positive integers, before any model
+    is built from it (torch would fail later with a bare 'negative dimension')."""
+    for name in CONFIG_SIZE_FIELDS:
+        value = getattr(config, name, None)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(
+                f"{source}: field {name!r} is {value!r}, but it must be a positive integer (it sizes the model); "
+                f"fix {name} there, e.g. {name}={getattr(type(config)(), name, 1)} (the {type(config).__name__} "
+                "default)."
+            )
+
+
+def check_tokenizer_folder(name: str, argument: str) -> None:
+    """Refuse a local folder that holds no tokenizer files (transformers' own error names neither)."""
+    if os.path.isdir(name) and not any(os.path.isfile(os.path.join(name, file)) for file in TOKENIZER_FILES):
+        raise ValueError(
+            f"{argument} {name}: the folder has no tokenizer files (none of {', '.join(TOKENIZER_FILES)}). Save a "
+            "tokenizer there with `tokenizer.save_pretrained(folder)`, pass another folder or Hub id (e.g. "
+            "state-spaces/mamba-130m-hf), or pass --train_tokenizer_vocab_size to train one on the training texts."
+        )
+
+
 def load_config_and_tokenizer(model_args, raw_datasets):
     from transformers import AutoConfig, AutoTokenizer
 
@@ -258,13 +302,21 @@ def load_config_and_tokenizer(model_args, raw_datasets):
     hub_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token}
     if model_args.config_name:
         config = AutoConfig.from_pretrained(model_args.config_name, **hub_kwargs)
+        source = _config_source(model_args.config_name, "--config_name")
     elif model_args.model_name_or_path:
         config = AutoConfig.from_pretrained(model_args.model_name_or_path, **hub_kwargs)
+        source = _config_source(model_args.model_name_or_path, "--model_name_or_path")
     else:
         logger.warning("Instantiating a new %s config from scratch.", model_args.model_type)
         config = config_from_overrides(model_args.model_type, model_args.config_overrides)
+        source = f"--config_overrides {model_args.config_overrides!r}"
+    check_config_sizes(config, source)
 
     if model_args.tokenizer_name or model_args.model_name_or_path:
+        if model_args.tokenizer_name:
+            check_tokenizer_folder(model_args.tokenizer_name, "--tokenizer_name")
+        else:
+            check_tokenizer_folder(model_args.model_name_or_path, "--model_name_or_path")
         tokenizer = AutoTokenizer.from_pretrained(
             model_args.tokenizer_name or model_args.model_name_or_path,
             use_fast=model_args.use_fast_tokenizer,

@@ -44,14 +44,8 @@ READER_CASES = [
     ("squad_missing_question.json", "squad", rf"squad_missing_question.json: qa '{QID}_000': field 'question' must be a str, got None; give the question text"),
     ("squad_answers_not_a_list.json", "squad", rf"squad_answers_not_a_list.json: qa '{QID}_000': field 'answers' must be a list, got 'CFTR'"),
     ("squad_empty_id.json", "squad", r"squad_empty_id.json: data\[0\].paragraphs\[0\].qas\[0\]: field 'id' must be a non-empty string, got ''"),
-    pytest.param(
-        "squad_empty_context.json", "squad", rf"squad_empty_context.json: .*'{QID}_000'.*field 'context'.*empty",
-        marks=_xfail("biomamba_hf/data/bioasq.py _read_squad_file", "a blank context is accepted; run_qa only fails later in prepare_qa_features, without the file or qa id"),
-    ),
-    pytest.param(
-        _huge_question, "squad", rf"squad_huge_question.json: qa '{QID}_000': field 'question' is \d+ characters",
-        marks=_xfail("biomamba_hf/data/bioasq.py _read_squad_file", "a 1 MB question is accepted and silently cut to max_question_len tokens; reject questions longer than a few thousand characters"),
-    ),
+    ("squad_empty_context.json", "squad", rf"squad_empty_context.json: .*'{QID}_000'.*field 'context'.*empty"),
+    (_huge_question, "squad", rf"squad_huge_question.json: qa '{QID}_000': field 'question' is \d+ characters"),
     ("golden_questions_not_a_list.json", "golden", r"golden_questions_not_a_list.json: expected a BioASQ JSON object with a 'questions' list"),
     ("golden_bad_exact_answer.json", "golden", rf"golden_bad_exact_answer.json: question '{QID}' \(questions\[0\]\): field 'exact_answer' must be a list of synonym lists .*got 'CFTR'"),
     ("golden_missing_type.json", "golden", rf"golden_missing_type.json: question '{QID}' \(questions\[0\]\): field 'type' must be one of 'factoid', 'list', 'yesno', 'summary', got None"),
@@ -157,26 +151,11 @@ CLM_CASES = [
     ("clm_text_not_a_string.jsonl", {}, r"--train_file .*clm_text_not_a_string.jsonl: record 0 \(id 'pmid:0'\): field 'text' holds a int, not a string"),
     ("clm_short.jsonl", {}, r"The training text is shorter than one block of --block_size 32 tokens: use a smaller --block_size or more text"),
     ("good", {"--block_size": 100_000}, r"The training text is shorter than one block of --block_size 100000 tokens"),
-    pytest.param(
-        "clm_empty.jsonl", {}, r"--train_file .*clm_empty.jsonl.* (is empty|no record)",
-        marks=_xfail("biomamba_hf/data/clm.py load_text_datasets", "an empty training file ends in a bare StopIteration from datasets"),
-    ),
-    pytest.param(
-        "clm_truncated.jsonl", {}, r"--train_file .*clm_truncated.jsonl: line 3 is not valid JSON",
-        marks=_xfail("biomamba_hf/data/clm.py load_text_datasets", "a truncated JSON line gives datasets' DatasetGenerationError without file or line"),
-    ),
-    pytest.param(
-        "clm_non_utf8.jsonl", {}, r"--train_file .*clm_non_utf8.jsonl is not UTF-8 text",
-        marks=_xfail("biomamba_hf/data/clm.py load_text_datasets", "non-UTF-8 bytes give a bare UnicodeDecodeError without the file"),
-    ),
-    pytest.param(
-        "good", {"--tokenizer_name": BAD / "tokenizer_missing"}, r"tokenizer_missing.*(no tokenizer|tokenizer.json)",
-        marks=_xfail("examples/run_clm.py load_config_and_tokenizer", "a folder without tokenizer files gives transformers' 'Couldn't instantiate the backend tokenizer ... install sentencepiece', which names neither the folder nor the missing files"),
-    ),
-    pytest.param(
-        "good", {"--config_overrides": None, "--config_name": BAD / "model_config_impossible"}, r"model_config_impossible.*hidden_size.*-32",
-        marks=_xfail("examples/run_clm.py load_config_and_tokenizer", "hidden_size -32 in config.json ends in torch's RuntimeError 'negative dimension' while building the model"),
-    ),
+    ("clm_empty.jsonl", {}, r"--train_file .*clm_empty.jsonl.* (is empty|no record)"),
+    ("clm_truncated.jsonl", {}, r"--train_file .*clm_truncated.jsonl: line 3 is not valid JSON"),
+    ("clm_non_utf8.jsonl", {}, r"--train_file .*clm_non_utf8.jsonl is not UTF-8 text"),
+    ("good", {"--tokenizer_name": BAD / "tokenizer_missing"}, r"tokenizer_missing.*(no tokenizer|tokenizer.json)"),
+    ("good", {"--config_overrides": None, "--config_name": BAD / "model_config_impossible"}, r"model_config_impossible.*hidden_size.*-32"),
 ]  # fmt: skip
 
 

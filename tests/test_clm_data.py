@@ -12,6 +12,7 @@ from helpers import data_dir
 from biomamba_hf.data import clm
 from biomamba_hf.data.clm import (
     DATASET_TEXT_FIELDS,
+    check_text_file,
     extract_text,
     file_format,
     load_text_datasets,
@@ -137,6 +138,29 @@ def test_missing_file_and_conflicting_sources(tmp_path):
         load_text_datasets(
             train_file=write_jsonl(tmp_path / "t2.jsonl", [{"text": "a"}]), validation_split_percentage=0
         )
+
+
+def test_check_text_file_counts_records_and_accepts_a_json_document(tmp_path):
+    assert check_text_file(write_jsonl(tmp_path / "t.jsonl.gz", [{"text": "a"}, {"text": "b"}])) == 2
+    document = tmp_path / "t.json"
+    document.write_text(json.dumps([{"text": "a"}, {"text": "b"}], indent=1))  # one JSON document over lines
+    assert load_text_datasets(train_file=str(document), validation_file=str(document))["train"]["text"] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("blank.jsonl", b"\n  \n", r"blank.jsonl has no record \(only blank lines\)"),
+        ("list.jsonl", b'{"text": "a"}\n[1, 2]\n', r"list.jsonl: line 2 is a JSON list, not an object"),
+        ("latin1.txt.gz", gzip.compress("caf\xe9\n".encode("latin-1")), r"latin1.txt.gz is not UTF-8 text .*line 1"),
+        ("broken.jsonl.gz", b"not gzip", r"broken.jsonl.gz cannot be read .*complete gzip file"),
+    ],
+)
+def test_check_text_file_names_the_file_and_line(name, content, message, tmp_path):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"--validation_file .*{message}"):
+        check_text_file(str(path), "--validation_file")
 
 
 def test_dataset_folder_with_nested_pubmed_records(tmp_path):

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import datasets
 
 __all__ = [
+    "MAX_QUESTION_CHARS",
     "GoldenConversionReport",
     "TestBatch",
     "find_answer_span",
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 COLUMNS = ("id", "title", "context", "question", "answers", "question_id", "batch")
+#: Longest question accepted, in characters (BioASQ questions have a few hundred at most). A longer one is
+#: almost always a context pasted into the question field, which the tokenizer would silently cut.
+MAX_QUESTION_CHARS = 2000
 
 
 def squad_features() -> datasets.Features:
@@ -111,7 +115,18 @@ def _read_squad_file(path: Path, seen: dict[str, Path]) -> list[dict]:
                 if qa_id in seen:
                     raise ValueError(f"{where} is also in {seen[qa_id]}; qa ids must be unique across files")
                 seen[qa_id] = path
+                if not context.strip():
+                    raise ValueError(
+                        f"{where}: field 'context' (data[{i}].paragraphs[{j}]) is empty; give the paragraph's "
+                        "text, or remove the paragraph"
+                    )
                 question = _field(qa.get("question"), str, where, "question", "give the question text")
+                if len(question) > MAX_QUESTION_CHARS:
+                    raise ValueError(
+                        f"{where}: field 'question' is {len(question)} characters, more than MAX_QUESTION_CHARS = "
+                        f"{MAX_QUESTION_CHARS}; is a context pasted into it? Put the text in the paragraph's "
+                        "'context' and keep only the question"
+                    )
                 answers = qa.get("answers", [])
                 _field(answers, list, where, "answers", "use a list of {'text', 'answer_start'} objects")
                 texts, starts = [], []
@@ -170,7 +185,8 @@ def load_squad_bioasq(paths: PathLike | Iterable[PathLike]) -> datasets.Dataset:
     Columns: ``id``, ``title``, ``context``, ``question``, ``answers`` (``{"text": [...], "answer_start": [...]}``,
     empty lists when the file has no answers), ``question_id`` (the qa id before ``_<nnn>``) and ``batch`` (from
     the file name: ``BioASQ-test-factoid-4b-1.json`` -> ``"4b-1"``). Each ``answer_start`` is checked against the
-    context; qa ids must be unique across the files.
+    context; qa ids must be unique across the files, contexts may not be blank and questions may have at most
+    :data:`MAX_QUESTION_CHARS` characters.
     """
     return _to_dataset(read_squad_bioasq(paths))
 

@@ -4,7 +4,8 @@ The pipeline behind ``examples/run_clm.py``:
 
 1. :func:`load_text_datasets` reads local ``.txt`` / ``.json`` / ``.jsonl`` files (each optionally ``.gz``) or a
    Hub dataset (``--dataset_name``), optionally streaming, and returns ``{"train": ..., "validation": ...}`` with a
-   single ``text`` column. Where the text sits in nested fields (``ncbi/pubmed`` keeps the title under
+   single ``text`` column. Local files are first read through once by :func:`check_text_file`, so that an empty
+   file, a line that is not JSON or bytes that are not UTF-8 are reported with the file and line. Where the text sits in nested fields (``ncbi/pubmed`` keeps the title under
    ``MedlineCitation.Article.ArticleTitle`` and the abstract under ``MedlineCitation.Article.Abstract.AbstractText``)
    it is extracted with dotted paths (:data:`DATASET_TEXT_FIELDS`, ``--text_column a.b,c.d``).
 2. :func:`pack_dataset` tokenizes every document, appends the EOS token after each one, concatenates the token
@@ -18,6 +19,8 @@ Nothing here imports ``datasets`` at module import time.
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -51,6 +54,74 @@ def file_format(path: str, argument: str = "--train_file") -> str:
             f"Use one of {accepted} (one document per line for .txt and .jsonl)."
         )
     return FILE_FORMATS[extension]
+
+
+def _open_binary(path: str):
+    return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
+
+
+def check_text_file(path: str, argument: str = "--train_file") -> int:
+    """Read a local corpus file once, line by line, and return its number of records (non-blank lines).
+
+    Cheap next to tokenization and never holds more than one line in memory. Every line must be UTF-8; in a
+    ``.jsonl`` file (and a ``.json`` file in JSON-lines layout) every non-blank line must be one JSON object. A
+    ``.json`` file whose first line is not a JSON value by itself is taken to be one JSON document, which
+    ``datasets`` parses as a whole; only its encoding is checked here.
+
+    Raises:
+        ValueError: naming ``argument``, ``path`` and the line when the file is empty, not UTF-8 (or not gzip for
+            ``.gz``), or holds a line that is not a JSON object.
+    """
+    builder = file_format(path, argument)
+    if not os.path.isfile(path):
+        raise ValueError(f"{argument} {path}: no such file (or it is a folder); pass the path of one corpus file.")
+    json_lines = builder == "json"
+    records = offset = 0
+    try:
+        with _open_binary(path) as f:
+            for number, line in enumerate(f, start=1):
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise ValueError(
+                        f"{argument} {path} is not UTF-8 text ({err.reason} at line {number}, byte "
+                        f"{offset + err.start}); re-encode it as UTF-8, e.g. `iconv -f latin1 -t utf-8`."
+                    ) from None
+                offset += len(line)
+                if not text.strip():
+                    continue
+                records += 1
+                if not json_lines:
+                    continue
+                try:
+                    value = json.loads(text.rstrip("\r\n"))
+                except json.JSONDecodeError as err:
+                    if records == 1 and not _is_jsonl(path):  # one JSON document over several lines
+                        json_lines = False
+                        continue
+                    raise ValueError(
+                        f"{argument} {path}: line {number} is not valid JSON ({err.msg}: column {err.colno}); "
+                        "a .jsonl file holds one JSON object per line: fix or remove the line (a truncated last "
+                        "line means an interrupted download or write)."
+                    ) from None
+                if not isinstance(value, dict):
+                    raise ValueError(
+                        f"{argument} {path}: line {number} is a JSON {type(value).__name__}, not an object; a .jsonl "
+                        'file holds one object per line, such as {"text": "..."}.'
+                    )
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+        hint = "is it a complete gzip file?" if path.lower().endswith(".gz") else "check its permissions."
+        raise ValueError(f"{argument} {path} cannot be read ({err}); {hint}") from None
+    if offset == 0:
+        raise ValueError(f"{argument} {path} is empty; give a file with one document per line.")
+    if records == 0:
+        raise ValueError(f"{argument} {path} has no record (only blank lines); give one document per line.")
+    return records
+
+
+def _is_jsonl(path: str) -> bool:
+    name = path.lower()
+    return name.removesuffix(".gz").endswith(".jsonl")
 
 
 def parse_text_fields(text_column: str | Sequence[str] | None, dataset_name: str | None = None) -> tuple[str, ...]:
@@ -232,8 +303,10 @@ def load_text_datasets(
             if path is None:
                 continue
             builder = file_format(path, argument)
-            if not os.path.exists(path) and "://" not in path:
-                raise ValueError(f"{argument} {path}: no such file.")
+            if "://" not in path:
+                if not os.path.exists(path):
+                    raise ValueError(f"{argument} {path}: no such file.")
+                check_text_file(path, argument)
             kwargs = {"keep_linebreaks": keep_linebreaks} if builder == "text" else {}
             raw = load_dataset(
                 builder, data_files={name: path}, split=name, cache_dir=cache_dir, streaming=streaming, **kwargs
