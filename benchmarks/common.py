@@ -191,7 +191,7 @@ def _rss_bytes() -> int | None:
 class PeakMemory:
     """Peak memory of a ``with`` block above what was in use when it began, in bytes (``.peak``).
 
-    CUDA: ``torch.cuda.max_memory_allocated`` (exact). CPU: resident set size sampled every 2 ms from
+    CUDA: ``torch.cuda.max_memory_allocated`` (exact). CPU: resident set size sampled every 10 ms from
     ``/proc/self/statm`` (Linux; ``None`` elsewhere) -- an estimate that can miss very short peaks.
     """
 
@@ -219,7 +219,7 @@ class PeakMemory:
             value = _rss_bytes()
             if value is not None and value > self._max:
                 self._max = value
-            time.sleep(0.002)
+            time.sleep(0.01)
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
