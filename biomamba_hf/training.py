@@ -64,6 +64,15 @@ class CLMTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Also evaluate before training; results are saved with the prefix `initial`."},
     )
+    loss_chunk_size: int = field(
+        default=0,
+        metadata={
+            "help": (
+                "Compute the training loss with biomamba_hf.speed's chunked linear cross-entropy, this many tokens "
+                "per chunk, so the (tokens x vocab) fp32 logits are never materialised; 0 = transformers' loss."
+            )
+        },
+    )
 
     def __post_init__(self):
         if self.hub_token:

@@ -450,6 +450,10 @@ def main(argv: list[str] | None = None) -> dict:
     code_path = configure_mamba_code_path(config, training_args.device)
     model = load_model(model_args, config, tokenizer)
     preflight(training_args, model)  # enough disk for the checkpoints kept
+    if training_args.loss_chunk_size:
+        from biomamba_hf.speed import enable_chunked_cross_entropy
+
+        enable_chunked_cross_entropy(model, chunk_size=training_args.loss_chunk_size)
 
     block_size = data_args.block_size
     train_dataset = eval_dataset = None

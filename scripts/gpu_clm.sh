@@ -67,7 +67,8 @@ run() {
     --per_device_eval_batch_size 16 --max_eval_samples 64 \
     --max_steps "$STEPS" --learning_rate 6e-4 --lr_scheduler_type cosine_with_min_lr \
     --lr_scheduler_kwargs '{"min_lr": 1e-5}' --warmup_steps 0.1 --adam_beta2 0.95 --weight_decay 0.1 \
-    --max_grad_norm 1.0 --bf16 --optim adamw_torch_fused --preprocessing_num_workers 8 \
+    --max_grad_norm 1.0 --bf16 --optim adamw_torch_fused --loss_chunk_size "${LOSS_CHUNK:-2048}" \
+    --preprocessing_num_workers 8 \
     --logging_steps 25 --save_strategy no --do_train --do_eval --seed 42 --report_to none \
     --disable_tqdm true --output_dir "$dir" 2>&1 | tee "$OUT/$name.log"
   cp "$dir/all_results.json" "$OUT/$name.all_results.json"

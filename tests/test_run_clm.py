@@ -306,6 +306,31 @@ def test_continue_pretraining_from_a_checkpoint_folder(run_clm, monkeypatch, tmp
     assert (out / "tokenizer.json").exists()
 
 
+def test_chunked_loss_trains_like_the_stock_loss(run_clm, monkeypatch, tmp_path, corpus, clm_dir):
+    """--loss_chunk_size (biomamba_hf.speed) gives the same training run as transformers' loss."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    common = [
+        "--model_name_or_path",
+        clm_dir,
+        "--train_file",
+        corpus["train"],
+        "--do_train",
+        "--tokens_per_step",
+        "256",
+    ]
+    stock = run(run_clm, monkeypatch, common + tiny_args(tmp_path, tmp_path / "stock"))
+    chunked = run(
+        run_clm, monkeypatch, common + ["--loss_chunk_size", "16"] + tiny_args(tmp_path, tmp_path / "chunked")
+    )
+    assert chunked["train_loss"] == pytest.approx(stock["train_loss"], rel=1e-4)
+    a = AutoModelForCausalLM.from_pretrained(tmp_path / "stock").state_dict()
+    b = AutoModelForCausalLM.from_pretrained(tmp_path / "chunked").state_dict()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-3, atol=1e-4, msg=name)
+
+
 def test_resume_continues_from_the_saved_step(run_clm, monkeypatch, tmp_path, corpus, clm_dir):
     common = ["--model_name_or_path", clm_dir, "--train_file", corpus["train"], "--validation_file", corpus["dev"]]
     common += ["--do_train", "--do_eval", "--lr_scheduler_type", "constant"]
