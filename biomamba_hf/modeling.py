@@ -75,7 +75,7 @@ class MambaForQuestionAnswering(MambaPreTrainedModel):
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        logits = self.qa_outputs(outputs.last_hidden_state)
+        logits = self.qa_outputs(outputs.last_hidden_state.to(self.qa_outputs.weight.dtype))
         start_logits, end_logits = logits.split(1, dim=-1)
         start_logits = start_logits.squeeze(-1).contiguous()
         end_logits = end_logits.squeeze(-1).contiguous()

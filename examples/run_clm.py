@@ -401,6 +401,12 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args)
     check_world_size(training_args)
+    if training_args.loss_chunk_size and training_args.n_gpu > 1:
+        raise ValueError(
+            f"--loss_chunk_size with {training_args.n_gpu} GPUs in one process (torch.nn.DataParallel) is not "
+            "supported: launch one process per GPU (`accelerate launch --multi_gpu` or `torchrun`), or restrict the "
+            "run to one GPU with CUDA_VISIBLE_DEVICES."
+        )
     if not (training_args.do_train or training_args.do_eval):
         raise ValueError("Nothing to do: pass --do_train and/or --do_eval.")
     if data_args.streaming and training_args.do_train and training_args.max_steps <= 0:

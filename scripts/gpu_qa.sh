@@ -23,6 +23,7 @@ LAYOUTS=${LAYOUTS:-"question_first repeat_context"}
 SETS=${SETS:-"4b 5b"}
 DATA_DIR=${DATA_DIR:-.gpu/data}
 OUT_DIR=${OUT_DIR:-outputs/gpu_qa}
+mkdir -p "$OUT_DIR"
 RESULTS_DIR=${RESULTS_DIR:-}
 
 export PYTHONPATH=/tmp/kernels:/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}

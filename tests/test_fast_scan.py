@@ -58,8 +58,8 @@ def _run(scan, inputs, grad_seed=1, **kwargs):
         tensor.grad = None
     out, state = scan(**inputs, delta_softplus=True, return_last_state=True, **kwargs)
     gen = torch.Generator().manual_seed(grad_seed)
-    weight_out = torch.randn(out.shape, generator=gen).to(out.dtype)
-    weight_state = torch.randn(state.shape, generator=gen).to(state.dtype)
+    weight_out = torch.randn(out.shape, generator=gen).to(device=out.device, dtype=out.dtype)
+    weight_state = torch.randn(state.shape, generator=gen).to(device=state.device, dtype=state.dtype)
     ((out * weight_out).float().sum() + (state * weight_state).float().sum()).backward()
     grads = {name: tensor.grad.detach().clone() for name, tensor in inputs.items()}
     return out.detach(), state.detach(), grads
