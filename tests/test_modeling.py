@@ -151,3 +151,11 @@ def test_sequence_classification_loss_and_gradients():
     assert model.config.problem_type == "single_label_classification"
     assert model.score.weight.grad.abs().sum() > 0
     assert model.backbone.embeddings.weight.grad.abs().sum() > 0
+
+
+def test_bfloat16_weights(qa_model):
+    ids = torch.randint(2, VOCAB, (BATCH, SEQ))
+    model = qa_model.to(torch.bfloat16).eval()
+    with torch.no_grad():
+        out = model(input_ids=ids)
+    assert out.start_logits.dtype == torch.bfloat16 and torch.isfinite(out.start_logits.float()).all()

@@ -459,3 +459,12 @@ def test_accelerate_configs_load(name, distributed_type):
     if config.deepspeed_config:
         ds = json.loads((ROOT / config.deepspeed_config["deepspeed_config_file"]).read_text())
         assert ds["zero_optimization"]["stage"] == 2 and ds["gradient_accumulation_steps"] == "auto"
+
+
+def test_chunked_loss_is_refused_under_data_parallel(run_clm, monkeypatch, tmp_path, corpus):
+    """Several GPUs in one process means nn.DataParallel, which the per-model chunked-loss hook does not survive."""
+    monkeypatch.setattr(CLMTrainingArguments, "n_gpu", property(lambda self: 2))
+    args = ["--model_type", "mamba", "--train_file", corpus["train"], "--do_train", "--loss_chunk_size", "16"]
+    with pytest.raises(ValueError, match=r"--loss_chunk_size with 2 GPUs in one process .*DataParallel"):
+        run(run_clm, monkeypatch, args + tiny_args(tmp_path, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
