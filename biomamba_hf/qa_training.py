@@ -4,6 +4,7 @@ As transformers keeps ``postprocess_qa_predictions`` in ``utils_qa.py`` next to 
 script lives here so that it can be tested and reused:
 
 * :class:`QATrainingArguments`: run_clm's training arguments (``--overwrite_output_dir``, ``--eval_before_train``);
+* :class:`QATrainer`: ``Trainer`` that trains nothing more when it resumes from a checkpoint at ``max_steps``;
 * :func:`resolve_qa_layout`: the input layout of a run, refusing to retrain a checkpoint with another layout;
 * :func:`load_training_examples` / :func:`check_disjoint`: SQuAD rows from golden and SQuAD files, with a leak check
   against the test questions;
@@ -36,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from transformers import Trainer
+
 from .metrics.bioasq import MAX_CANDIDATES, bioasq_factoid_batches, flatten_scores, merge_nbest, write_submission
 from .modeling import QA_LAYOUTS
 from .qa import extract_answers, prepare_qa_features
@@ -49,6 +52,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DEFAULT_LORA_TARGETS",
     "QADataCollator",
+    "QATrainer",
     "QATrainingArguments",
     "add_lora",
     "argv_from_file",
@@ -97,6 +101,21 @@ class QATrainingArguments(CLMTrainingArguments):
                 "batches are windows of varying length: set --per_device_train_batch_size and "
                 "--gradient_accumulation_steps instead."
             )
+
+
+class QATrainer(Trainer):
+    """``Trainer`` for QA fine-tuning that does not train past ``max_steps`` when it resumes.
+
+    transformers 5.24 trains one more optimizer step when it resumes from a checkpoint that already reached
+    ``max_steps`` (a run killed while saving its final model, then rerun); here there is nothing left to train, as in
+    :class:`biomamba_hf.training.CausalLMTrainer`.
+    """
+
+    def _run_epoch(self, *args, **kwargs):
+        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------------------------

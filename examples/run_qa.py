@@ -318,6 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from biomamba_hf.qa_training import (
         QADataCollator,
+        QATrainer,
         add_lora,
         merge_lora,
         merge_question_predictions,
@@ -391,7 +392,7 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info("%d training examples -> %d windows", len(examples), len(train_dataset))
 
     collator = QADataCollator(pad_token_id=tokenizer.pad_token_id)
-    trainer = Trainer(
+    trainer = QATrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
