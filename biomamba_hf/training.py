@@ -22,8 +22,10 @@ top-level ``import biomamba_hf`` does not import it.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -90,6 +92,30 @@ class CLMTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.tokens_per_step is not None and self.tokens_per_step <= 0:
             raise ValueError(f"--tokens_per_step must be a positive number of tokens, got {self.tokens_per_step}")
+
+
+def setup_logging(training_args: TrainingArguments, script_logger: logging.Logger) -> None:
+    """Logging for the example scripts, as transformers' ``run_*.py`` do it.
+
+    transformers and datasets log at ``training_args``' process level (``--log_level``, passive: warnings); the script's
+    own summary (data, code path, results) and ``biomamba_hf`` log at INFO on the main process only.
+    """
+    import datasets
+    import transformers
+
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    log_level = training_args.get_process_log_level()
+    own_level = logging.INFO if training_args.should_log else log_level
+    script_logger.setLevel(own_level)
+    logging.getLogger("biomamba_hf").setLevel(own_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
 
 
 def launched_processes() -> int:

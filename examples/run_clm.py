@@ -243,25 +243,6 @@ def parse_args(argv: list[str] | None = None):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def setup_logging(training_args) -> None:
-    import datasets
-    import transformers
-
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        datefmt="%m/%d/%Y %H:%M:%S",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    if training_args.should_log:
-        transformers.utils.logging.set_verbosity_info()
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.enable_default_handler()
-    transformers.utils.logging.enable_explicit_format()
-
-
 def _config_source(name: str, argument: str) -> str:
     """Where a config loaded from ``name`` comes from, for error messages: the local config.json, or the Hub id."""
     if os.path.isdir(name):
@@ -395,11 +376,12 @@ def main(argv: list[str] | None = None) -> dict:
         gradient_accumulation_for,
         perplexity,
         run_summary_lines,
+        setup_logging,
         tokens_per_optimizer_step,
     )
 
     model_args, data_args, training_args = parse_args(argv)
-    setup_logging(training_args)
+    setup_logging(training_args, logger)
     check_world_size(training_args)
     if training_args.loss_chunk_size and training_args.n_gpu > 1:
         raise ValueError(

@@ -141,23 +141,14 @@ def main(argv: list[str] | None = None) -> dict:
     """Run; returns the metrics written to ``all_results.json``."""
     import datasets
     import numpy as np
-    import transformers
     from transformers import Trainer, set_seed
 
     from biomamba_hf.data.pubmedqa import LABELS, classification_metrics, encode_pubmedqa, load_pubmedqa
     from biomamba_hf.qa_training import QADataCollator, resolve_data_path
-    from biomamba_hf.training import check_output_dir
+    from biomamba_hf.training import check_output_dir, setup_logging
 
     model_args, data_args, training_args = parse_args(argv)
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        datefmt="%m/%d/%Y %H:%M:%S",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(logging.INFO if training_args.should_log else log_level)
-    transformers.utils.logging.set_verbosity(log_level)
-    datasets.utils.logging.set_verbosity(log_level)
+    setup_logging(training_args, logger)
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
     checkpoint = check_output_dir(training_args)

@@ -186,26 +186,6 @@ def parse_args(argv: list[str] | None = None):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def setup_logging(training_args) -> None:
-    import datasets
-    import transformers
-
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        datefmt="%m/%d/%Y %H:%M:%S",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    log_level = training_args.get_process_log_level()
-    # This script's own summary (data conversion, code path, scores) is shown on the main process.
-    own_level = logging.INFO if training_args.should_log else log_level
-    logger.setLevel(own_level)
-    logging.getLogger("biomamba_hf").setLevel(own_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.enable_default_handler()
-    transformers.utils.logging.enable_explicit_format()
-
-
 def load_data(data_args, training_args):
     """Read and validate every input file before any model is loaded: (train rows, test sets, predict sets)."""
     from biomamba_hf.data.bioasq import load_test_set, read_squad_bioasq
@@ -330,10 +310,10 @@ def main(argv: list[str] | None = None) -> dict:
         write_prediction_files,
     )
     from biomamba_hf.reliability import preflight, reliability_callbacks
-    from biomamba_hf.training import check_output_dir, describe_dtype
+    from biomamba_hf.training import check_output_dir, describe_dtype, setup_logging
 
     model_args, data_args, training_args = parse_args(argv)
-    setup_logging(training_args)
+    setup_logging(training_args, logger)
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
     if training_args.push_to_hub and model_args.use_lora:
