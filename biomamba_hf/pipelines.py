@@ -17,11 +17,38 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from transformers import AutoModelForQuestionAnswering
 from transformers.pipelines.base import ChunkPipeline
 
 from .modeling import QA_LAYOUTS
 from .qa import extract_answers, prepare_qa_features, resolve_layout
 from .tokenization import prepare_tokenizer_for_qa
+
+
+class SafetensorsAutoModelForQuestionAnswering(AutoModelForQuestionAnswering):
+    """``AutoModelForQuestionAnswering`` under the package's loading policy, for ``pipeline("question-answering")``.
+
+    Weights load from safetensors only and ``trust_remote_code`` is refused (see
+    :func:`biomamba_hf.reliability.from_pretrained_safely`); pass ``model_kwargs={"use_safetensors": False}`` to
+    ``pipeline()`` to opt in to pickle weights from a source you trust.
+    """
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        from .reliability import from_pretrained_safely
+
+        allow_pickle = kwargs.pop("use_safetensors", None) is False
+        try:
+            return from_pretrained_safely(
+                AutoModelForQuestionAnswering,
+                pretrained_model_name_or_path,
+                allow_pickle=allow_pickle,
+                **kwargs,
+            )
+        except ValueError as err:
+            if allow_pickle or "pickle" not in str(err):
+                raise
+            raise ValueError(f"{err} With pipeline(), opt in with model_kwargs={{'use_safetensors': False}}.") from err
 
 
 def _is_qa_model(model) -> bool:

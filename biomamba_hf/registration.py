@@ -52,7 +52,7 @@ def register() -> None:
     from transformers.pipelines import PIPELINE_REGISTRY
 
     from .modeling import MambaForQuestionAnswering, MambaForSequenceClassification
-    from .pipelines import QuestionAnsweringPipeline
+    from .pipelines import QuestionAnsweringPipeline, SafetensorsAutoModelForQuestionAnswering
 
     _register_auto_model(AutoModelForQuestionAnswering, MambaConfig, MambaForQuestionAnswering)
     _register_auto_model(AutoModelForSequenceClassification, MambaConfig, MambaForSequenceClassification)
@@ -63,7 +63,7 @@ def register() -> None:
         PIPELINE_REGISTRY.register_pipeline(
             QA_TASK,
             pipeline_class=QuestionAnsweringPipeline,
-            pt_model=AutoModelForQuestionAnswering,
+            pt_model=SafetensorsAutoModelForQuestionAnswering,
             default=(current or {}).get("default"),
             type="text",
         )

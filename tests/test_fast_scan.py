@@ -282,3 +282,26 @@ def test_matches_reference_on_cuda(reference_scan, chunk_size):
     _assert_close(actual[1], expected[1], 1e-4, "last state")
     for name, grad in expected[2].items():
         _assert_close(actual[2][name], grad, 1e-4, f"grad of {name}")
+
+
+def test_transformers_without_the_hook_point(monkeypatch, caplog):
+    """Releases older than MIN_TRANSFORMERS_FOR_FAST_SCAN inline the scan: the fast path stays off, with a warning;
+    a newer release without the hook point is an upstream change, reported loudly."""
+    from transformers.models.mamba import modeling_mamba
+
+    from biomamba_hf import ops
+
+    ops.disable_fast_scan()
+    try:
+        monkeypatch.delattr(modeling_mamba, ops._PATCHED_ATTRIBUTE)
+        monkeypatch.setattr(ops, "_transformers_version", lambda: "5.2.0")
+        with caplog.at_level("WARNING", logger="biomamba_hf.ops"):
+            assert ops.enable_fast_scan() is False
+        assert "predates the scan hook" in caplog.text
+        monkeypatch.setattr(ops, "_transformers_version", lambda: "5.99.0")
+        with pytest.raises(RuntimeError, match="has no callable `mamba_selective_scan` any more"):
+            ops.enable_fast_scan()
+    finally:
+        monkeypatch.undo()
+        ops.enable_fast_scan()
+    assert ops.fast_scan_active()

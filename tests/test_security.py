@@ -110,11 +110,6 @@ def test_no_code_path_of_the_package_or_scripts_enables_trust_remote_code():
     assert calls >= 1 and offenders == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="biomamba_hf/pipelines.py (registration): pipeline('question-answering', model=folder) loads a pickle-only "
-    "checkpoint; it should pass use_safetensors=True unless the user opts in (model_kwargs)",
-)
 def test_the_qa_pipeline_refuses_pickle_only_checkpoints(tmp_path, tokenizer_dir):
     import torch
     from transformers import AutoTokenizer, pipeline
@@ -127,8 +122,11 @@ def test_the_qa_pipeline_refuses_pickle_only_checkpoints(tmp_path, tokenizer_dir
     model.config.save_pretrained(tmp_path)
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
     tokenizer.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match=r"pickle"):
+    with pytest.raises(ValueError, match=r"holds only pickle weights.*model_kwargs=\{'use_safetensors': False\}"):
         pipeline("question-answering", model=str(tmp_path))
+    # opting in explicitly loads it
+    qa = pipeline("question-answering", model=str(tmp_path), model_kwargs={"use_safetensors": False})
+    assert qa(question="Which gene?", context="The CFTR gene.")["answer"]
 
 
 def test_run_clm_refuses_a_pickle_only_starting_checkpoint(run_clm, weight_folders, corpus, tokenizer_dir, tmp_path):

@@ -24,6 +24,7 @@ parallel scan (it is faster and needs no extra package); the associative scan is
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 
 __all__ = [
@@ -39,6 +40,8 @@ _FAST_SCAN_NAME = "biomamba_hf portable chunked selective scan (PyTorch)"
 _PATCHED_ATTRIBUTE = "mamba_selective_scan"
 # The reference function transformers bound to `mamba_selective_scan`, saved while the fast path is active.
 _original_scan = None
+
+logger = logging.getLogger(__name__)
 
 
 def cuda_kernels_available() -> bool:
@@ -167,8 +170,36 @@ def enable_fast_scan() -> bool:
     """
     if os.environ.get(FAST_SCAN_ENV, "1").strip().lower() in {"0", "false", "no", "off"}:
         return fast_scan_active()
+    if not _hook_point_expected():
+        logger.warning(
+            "transformers %s predates the scan hook the biomamba_hf fast path uses (checked from %s on): "
+            "Mamba keeps transformers' own selective scan.",
+            _transformers_version(),
+            MIN_TRANSFORMERS_FOR_FAST_SCAN,
+        )
+        return False
     _patch_transformers_mamba(install=True)
     return fast_scan_active()
+
+
+#: Oldest transformers release checked to call ``modeling_mamba.mamba_selective_scan`` (older ones inline the scan).
+MIN_TRANSFORMERS_FOR_FAST_SCAN = "5.17"
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def _hook_point_expected() -> bool:
+    """Whether this transformers should have the hook point; on newer releases its absence is an error."""
+    from packaging.version import Version
+    from transformers.models.mamba import modeling_mamba
+
+    if hasattr(modeling_mamba, _PATCHED_ATTRIBUTE):
+        return True
+    return Version(_transformers_version()) >= Version(MIN_TRANSFORMERS_FOR_FAST_SCAN)
 
 
 def disable_fast_scan() -> None:
