@@ -2,7 +2,7 @@
 the fly): each one must fail with a ``ValueError`` naming the file, the record and the field and saying how to fix it,
 before any training starts, leaving no output behind.
 
-Inputs that the code does not yet reject clearly are kept here as strict xfails naming the file that must change.
+An input that the code does not yet reject clearly belongs here too, as a strict xfail naming the file that must change.
 """
 
 from __future__ import annotations
@@ -17,10 +17,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BAD = Path(__file__).with_name("bad_inputs")
 QID = "56c073fcef6e394741000020"
-
-
-def _xfail(owner: str, why: str):
-    return pytest.mark.xfail(strict=True, reason=f"{owner}: {why}")
 
 
 def _huge_question(tmp_path: Path) -> Path:
