@@ -37,12 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from transformers import Trainer
-
 from .metrics.bioasq import MAX_CANDIDATES, bioasq_factoid_batches, flatten_scores, merge_nbest, write_submission
 from .modeling import QA_LAYOUTS
 from .qa import extract_answers, prepare_qa_features
-from .training import CLMTrainingArguments
+from .training import CLMTrainingArguments, ResumableTrainer
 
 if TYPE_CHECKING:
     import torch
@@ -103,19 +101,9 @@ class QATrainingArguments(CLMTrainingArguments):
             )
 
 
-class QATrainer(Trainer):
-    """``Trainer`` for QA fine-tuning that does not train past ``max_steps`` when it resumes.
-
-    transformers 5.24 trains one more optimizer step when it resumes from a checkpoint that already reached
-    ``max_steps`` (a run killed while saving its final model, then rerun); here there is nothing left to train, as in
-    :class:`biomamba_hf.training.CausalLMTrainer`.
-    """
-
-    def _run_epoch(self, *args, **kwargs):
-        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
-            self.control.should_training_stop = True
-            return None
-        return super()._run_epoch(*args, **kwargs)
+class QATrainer(ResumableTrainer):
+    """``Trainer`` for QA fine-tuning; like every trainer of the package it does not train past ``max_steps`` when it
+    resumes (see :class:`biomamba_hf.training.ResumableTrainer`)."""
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -328,7 +328,21 @@ def _token_level_metrics(eval_prediction) -> dict[str, float]:
     return {"token_loss": float(total_nll / count), "num_predictions": int(count)}
 
 
-class CausalLMTrainer(Trainer):
+class ResumableTrainer(Trainer):
+    """``Trainer`` that trains nothing more when it resumes from a checkpoint that already reached ``max_steps``.
+
+    transformers 5.24 runs one more optimizer step in that case (a run killed while saving its final model, then
+    rerun), so the rerun would not reproduce the uninterrupted run.
+    """
+
+    def _run_epoch(self, *args, **kwargs):
+        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
+
+class CausalLMTrainer(ResumableTrainer):
     """``Trainer`` whose evaluation loss is the exact token-level mean (see the module docstring).
 
     The stock evaluation loop averages per-batch losses, which weights a short or padded last batch like a full one.
@@ -343,14 +357,6 @@ class CausalLMTrainer(Trainer):
         kwargs["compute_metrics"] = _token_level_metrics
         kwargs["preprocess_logits_for_metrics"] = _preprocess_logits_for_metrics
         super().__init__(*args, **kwargs)
-
-    def _run_epoch(self, *args, **kwargs):
-        # transformers 5.24 trains one more optimizer step when it resumes from a checkpoint that already reached
-        # max_steps (a run killed while saving its final model); there is nothing left to train.
-        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
-            self.control.should_training_stop = True
-            return None
-        return super()._run_epoch(*args, **kwargs)
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
