@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,22 @@ SENTENCES = [
     "Which gene is mutated in cystic fibrosis? What does imatinib inhibit?",
     "Randomized controlled trials (p < 0.05) showed a 23% reduction in mortality.",
 ]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def example_script(name: str):
+    """Import ``examples/<name>.py`` as the module ``name`` (so its ``main(argv)`` can be called), then forget it."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve annotations through the module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(name, None)
 
 
 def data_dir() -> Path:

@@ -7,12 +7,11 @@ An input that the code does not yet reject clearly belongs here too, as a strict
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import example_script
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = Path(__file__).with_name("bad_inputs")
@@ -97,12 +96,8 @@ def test_predictions_for_unknown_question_ids_are_reported(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def run_clm():
-    spec = importlib.util.spec_from_file_location("run_clm", ROOT / "examples" / "run_clm.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["run_clm"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("run_clm", None)
+    with example_script("run_clm") as module:
+        yield module
 
 
 @pytest.fixture

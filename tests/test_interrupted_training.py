@@ -109,7 +109,8 @@ def step_losses(folder: Path) -> dict[int, float]:
     return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
 
 
-def assert_same_run(resumed: Path, straight: Path, exact: bool = False):
+def assert_same_weights_and_losses(resumed: Path, straight: Path, max_steps: int, exact: bool = False) -> dict:
+    """Final weights (bit-equal, or within 1e-6) and every step's loss equal; returns the resumed run's losses."""
     import torch
 
     a, b = weights(resumed), weights(straight)
@@ -120,8 +121,13 @@ def assert_same_run(resumed: Path, straight: Path, exact: bool = False):
         else:
             torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
     losses_a, losses_b = step_losses(resumed), step_losses(straight)
-    assert sorted(losses_a) == list(range(1, MAX_STEPS + 1))
+    assert sorted(losses_a) == list(range(1, max_steps + 1))
     assert losses_a == pytest.approx(losses_b, rel=1e-6, abs=0)
+    return losses_a
+
+
+def assert_same_run(resumed: Path, straight: Path, exact: bool = False):
+    assert_same_weights_and_losses(resumed, straight, MAX_STEPS, exact)
     results_a = json.loads((resumed / "eval_results.json").read_text())
     results_b = json.loads((straight / "eval_results.json").read_text())
     assert results_a["eval_loss"] == pytest.approx(results_b["eval_loss"], rel=1e-6, abs=0)
@@ -418,18 +424,7 @@ def qa_resumed_from(log: str) -> str | None:
 
 
 def assert_same_qa_run(resumed: Path, straight: Path, resumed_at: int = 0, exact: bool = False):
-    import torch
-
-    a, b = weights(resumed), weights(straight)
-    assert a.keys() == b.keys()
-    for name in a:
-        if exact:
-            assert torch.equal(a[name], b[name]), name
-        else:
-            torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
-    losses_a, losses_b = step_losses(resumed), step_losses(straight)
-    assert sorted(losses_a) == list(range(1, QA_MAX_STEPS + 1))
-    assert losses_a == pytest.approx(losses_b, rel=1e-6, abs=0)
+    losses_a = assert_same_weights_and_losses(resumed, straight, QA_MAX_STEPS, exact)
     results_a = json.loads((resumed / "all_results.json").read_text())
     results_b = json.loads((straight / "all_results.json").read_text())
     bioasq = [key for key in results_b if key.startswith("bioasq_4b_")]

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import doctest
-import importlib.util
 import itertools
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import SENTENCES, data_dir
+from helpers import SENTENCES, data_dir, example_script
 
 from biomamba_hf.data import pubmedqa
 from biomamba_hf.data.pubmedqa import LABELS, classification_metrics, encode_pubmedqa, load_pubmedqa, read_pqal
@@ -153,12 +151,8 @@ def test_real_pqal_counts_and_official_test_split():
 
 @pytest.fixture(scope="module")
 def run_pubmedqa():
-    spec = importlib.util.spec_from_file_location("run_pubmedqa", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["run_pubmedqa"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("run_pubmedqa", None)
+    with example_script("run_pubmedqa") as module:
+        yield module
 
 
 @pytest.mark.real_data

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import doctest
-import importlib.util
 import json
 import math
 import os
@@ -13,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import SENTENCES, data_dir
+from helpers import SENTENCES, data_dir, example_script
 
 from biomamba_hf import training
 from biomamba_hf.training import (
@@ -32,12 +31,8 @@ CONFIGS = ROOT / "examples" / "configs"
 
 @pytest.fixture(scope="module")
 def run_clm():
-    spec = importlib.util.spec_from_file_location("run_clm", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["run_clm"] = module  # dataclasses resolve annotations through the module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("run_clm", None)
+    with example_script("run_clm") as module:
+        yield module
 
 
 def run(run_clm, monkeypatch, args):

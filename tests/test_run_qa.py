@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import doctest
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import SENTENCES, data_dir, tiny_config
+from helpers import SENTENCES, data_dir, example_script, tiny_config
 
 from biomamba_hf import qa_training
 from biomamba_hf.data.bioasq import load_test_references
@@ -117,12 +115,8 @@ def bioasq_files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run_qa():
-    spec = importlib.util.spec_from_file_location("run_qa", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["run_qa"] = module  # dataclasses resolve annotations through the module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("run_qa", None)
+    with example_script("run_qa") as module:
+        yield module
 
 
 def common_args(output_dir, **overrides):

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import doctest
 import gzip
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import SENTENCES, tiny_config
+from helpers import SENTENCES, example_script, tiny_config
 
 from biomamba_hf import reliability
 from biomamba_hf.reliability import from_pretrained_safely, safe_loading_kwargs
@@ -146,12 +144,8 @@ def test_run_clm_refuses_a_pickle_only_starting_checkpoint(run_clm, weight_folde
 
 @pytest.fixture(scope="module")
 def run_clm():
-    spec = importlib.util.spec_from_file_location("run_clm", ROOT / "examples" / "run_clm.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["run_clm"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("run_clm", None)
+    with example_script("run_clm") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")
