@@ -53,7 +53,6 @@ __all__ = [
     "QATrainer",
     "QATrainingArguments",
     "add_lora",
-    "argv_from_file",
     "check_disjoint",
     "load_training_examples",
     "merge_lora",
@@ -109,41 +108,6 @@ class QATrainer(ResumableTrainer):
 # --------------------------------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def argv_from_file(path: str | os.PathLike) -> list[str]:
-    """The command-line form of a ``.yaml``/``.json`` argument file, so that arguments after it can override it.
-
-    Lists become several values after one flag, mappings JSON strings, ``null`` values are left out.
-
-    >>> import pathlib, tempfile
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     path = pathlib.Path(tmp) / "args.yaml"
-    ...     _ = path.write_text("test_dirs: [bioasq/4b, bioasq/5b]\\ndo_train: true\\nlr_scheduler_kwargs: {min_lr: 0.1}\\n")
-    ...     argv_from_file(path)
-    ['--test_dirs', 'bioasq/4b', 'bioasq/5b', '--do_train', 'True', '--lr_scheduler_kwargs', '{"min_lr": 0.1}']
-    """
-    import yaml
-
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    try:
-        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ValueError(f"{path} is not valid {path.suffix[1:].upper()}: {err}") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of argument names to values, got {type(values).__name__}")
-    argv = []
-    for key, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, list):
-            argv += [f"--{key}", *map(str, value)]
-        elif isinstance(value, dict):
-            argv += [f"--{key}", json.dumps(value)]
-        else:
-            argv += [f"--{key}", str(value)]
-    return argv
 
 
 def resolve_data_path(path: str | os.PathLike, data_dir: str | os.PathLike | None) -> Path:

@@ -22,12 +22,14 @@ top-level ``import biomamba_hf`` does not import it.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -92,6 +94,73 @@ class CLMTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.tokens_per_step is not None and self.tokens_per_step <= 0:
             raise ValueError(f"--tokens_per_step must be a positive number of tokens, got {self.tokens_per_step}")
+
+
+@dataclass
+class CheckpointArguments:
+    """Options every example script shares for loading a checkpoint from the Hub or a folder."""
+
+    cache_dir: str | None = field(default=None, metadata={"help": "Where to store files downloaded from the Hub."})
+    model_revision: str = field(default="main", metadata={"help": "Model version: branch, tag or commit id."})
+    token: str | None = field(default=None, metadata={"help": "Hub token (default: the one of `hf auth login`)."})
+    allow_pickle_weights: bool = field(
+        default=False,
+        metadata={
+            "help": "Also load pickle weights (pytorch_model.bin) when a checkpoint has no safetensors. Pickle can "
+            "run code: only for sources you trust."
+        },
+    )
+
+    @property
+    def hub_kwargs(self) -> dict:
+        """``from_pretrained`` keyword arguments for the Hub: cache folder, revision and token."""
+        return {"cache_dir": self.cache_dir, "revision": self.model_revision, "token": self.token}
+
+
+def argv_from_file(path: str | os.PathLike) -> list[str]:
+    """The command-line form of a ``.yaml``/``.json`` argument file, so that arguments after it can override it.
+
+    Lists become several values after one flag, mappings JSON strings, ``null`` values are left out.
+
+    >>> import pathlib, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = pathlib.Path(tmp) / "args.yaml"
+    ...     _ = path.write_text("test_dirs: [bioasq/4b, bioasq/5b]\\ndo_train: true\\nlr_scheduler_kwargs: {min_lr: 0.1}\\n")
+    ...     argv_from_file(path)
+    ['--test_dirs', 'bioasq/4b', 'bioasq/5b', '--do_train', 'True', '--lr_scheduler_kwargs', '{"min_lr": 0.1}']
+    """
+    import yaml
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ValueError(f"{path} is not valid {path.suffix[1:].upper()}: {err}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of argument names to values, got {type(values).__name__}")
+    argv = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            argv += [f"--{key}", *map(str, value)]
+        elif isinstance(value, dict):
+            argv += [f"--{key}", json.dumps(value)]
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def parse_arguments(dataclass_types: tuple, argv: list[str]) -> tuple:
+    """``HfArgumentParser(dataclass_types)`` over ``argv``, where a first ``.yaml``/``.json`` file gives the arguments
+    and the flags after it override them (see :func:`argv_from_file`)."""
+    from transformers import HfArgumentParser
+
+    argv = list(argv)
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        argv = argv_from_file(argv[0]) + argv[1:]
+    return HfArgumentParser(dataclass_types).parse_args_into_dataclasses(args=argv)
 
 
 def setup_logging(training_args: TrainingArguments, script_logger: logging.Logger) -> None:

@@ -30,6 +30,8 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from biomamba_hf.training import CheckpointArguments
+
 logger = logging.getLogger(__name__)
 
 DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
@@ -48,7 +50,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "voc
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(CheckpointArguments):
     """Which model, config and tokenizer to start from, or to train from scratch."""
 
     model_name_or_path: str | None = field(
@@ -81,17 +83,7 @@ class ModelArguments:
             "loading one (demos and from-scratch runs without Hub access)."
         },
     )
-    cache_dir: str | None = field(default=None, metadata={"help": "Where to store files downloaded from the Hub."})
     use_fast_tokenizer: bool = field(default=True, metadata={"help": "Use a fast (tokenizers-backed) tokenizer."})
-    model_revision: str = field(default="main", metadata={"help": "Model version: branch, tag or commit id."})
-    token: str | None = field(default=None, metadata={"help": "Hub token (default: the one of `hf auth login`)."})
-    allow_pickle_weights: bool = field(
-        default=False,
-        metadata={
-            "help": "Also load pickle weights (pytorch_model.bin) when a checkpoint has no safetensors. Pickle can "
-            "run code: only for sources you trust."
-        },
-    )
     dtype: str | None = field(
         default=None,
         metadata={"help": "Load the model weights in this dtype.", "choices": list(DTYPE_CHOICES)},
@@ -226,21 +218,15 @@ def demo_arguments(output_dir: str = "demo_output") -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None):
-    """``(model_args, data_args, training_args)`` from the command line, a single .json/.yaml file, or the demo."""
-    from transformers import HfArgumentParser
-
-    from biomamba_hf.training import CLMTrainingArguments
+    """``(model_args, data_args, training_args)`` from the command line (optionally after a .yaml/.json file whose
+    values the flags override), or the embedded demo when there are no arguments."""
+    from biomamba_hf.training import CLMTrainingArguments, parse_arguments
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, CLMTrainingArguments))
     if not argv:
         argv = demo_arguments()
         print("No arguments: running the embedded demo, i.e. examples/run_clm.py " + " ".join(argv), flush=True)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+    return parse_arguments((ModelArguments, DataTrainingArguments, CLMTrainingArguments), argv)
 
 
 def _config_source(name: str, argument: str) -> str:
@@ -280,7 +266,7 @@ def load_config_and_tokenizer(model_args, raw_datasets):
 
     from biomamba_hf.training import config_from_overrides
 
-    hub_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token}
+    hub_kwargs = model_args.hub_kwargs
     if model_args.config_name:
         config = AutoConfig.from_pretrained(model_args.config_name, **hub_kwargs)
         source = _config_source(model_args.config_name, "--config_name")

@@ -25,11 +25,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from biomamba_hf.training import CheckpointArguments
+
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(CheckpointArguments):
     """Which model and tokenizer to start from."""
 
     model_name_or_path: str | None = field(
@@ -41,9 +43,6 @@ class ModelArguments:
         default=None, metadata={"help": "Config of a random init, e.g. `hidden_size=64,num_hidden_layers=2`."}
     )
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer if not the checkpoint's."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Where to store files downloaded from the Hub."})
-    model_revision: str = field(default="main", metadata={"help": "Model version: branch, tag or commit id."})
-    token: str | None = field(default=None, metadata={"help": "Hub token (default: the one of `hf auth login`)."})
 
     def __post_init__(self):
         if self.config_overrides is not None and self.model_name_or_path is not None:
@@ -90,15 +89,12 @@ class DataArguments:
 
 
 def parse_args(argv: list[str] | None = None):
-    from transformers import HfArgumentParser
+    """``(model_args, data_args, training_args)`` from the command line, optionally after a .yaml/.json file."""
+    from biomamba_hf.qa_training import QATrainingArguments
+    from biomamba_hf.training import parse_arguments
 
-    from biomamba_hf.qa_training import QATrainingArguments, argv_from_file
-
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
-        argv = argv_from_file(argv[0]) + argv[1:]
-    parser = HfArgumentParser((ModelArguments, DataArguments, QATrainingArguments))
-    return parser.parse_args_into_dataclasses(args=argv)
+    argv = sys.argv[1:] if argv is None else argv
+    return parse_arguments((ModelArguments, DataArguments, QATrainingArguments), argv)
 
 
 def load_model_and_tokenizer(model_args, device):
@@ -107,9 +103,10 @@ def load_model_and_tokenizer(model_args, device):
     from biomamba_hf import prepare_tokenizer_for_qa
     from biomamba_hf.data.pubmedqa import LABELS
     from biomamba_hf.ops import enable_fast_scan
+    from biomamba_hf.reliability import from_pretrained_safely
     from biomamba_hf.training import config_from_overrides, configure_mamba_code_path
 
-    hub_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token}
+    hub_kwargs = model_args.hub_kwargs
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub_kwargs)
     prepare_tokenizer_for_qa(tokenizer)
     labels = {
@@ -128,8 +125,12 @@ def load_model_and_tokenizer(model_args, device):
     enable_fast_scan()
     code_path = configure_mamba_code_path(config, device)
     if model_args.model_name_or_path:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_args.model_name_or_path, config=config, **hub_kwargs
+        model = from_pretrained_safely(
+            AutoModelForSequenceClassification,
+            model_args.model_name_or_path,
+            allow_pickle=model_args.allow_pickle_weights,
+            config=config,
+            **hub_kwargs,
         )
     else:
         model = AutoModelForSequenceClassification.from_config(config)

@@ -38,11 +38,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from biomamba_hf.training import CheckpointArguments
+
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(CheckpointArguments):
     """Which model and tokenizer to start from, its QA layout, and LoRA."""
 
     model_name_or_path: str | None = field(
@@ -59,16 +61,6 @@ class ModelArguments:
     )
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "Tokenizer name or folder if not the one of model_name_or_path."}
-    )
-    cache_dir: str | None = field(default=None, metadata={"help": "Where to store files downloaded from the Hub."})
-    model_revision: str = field(default="main", metadata={"help": "Model version: branch, tag or commit id."})
-    token: str | None = field(default=None, metadata={"help": "Hub token (default: the one of `hf auth login`)."})
-    allow_pickle_weights: bool = field(
-        default=False,
-        metadata={
-            "help": "Also load pickle weights (pytorch_model.bin) when a checkpoint has no safetensors. Pickle can "
-            "run code: only for sources you trust."
-        },
     )
     qa_layout: str | None = field(
         default=None,
@@ -175,15 +167,11 @@ class DataArguments:
 
 def parse_args(argv: list[str] | None = None):
     """``(model_args, data_args, training_args)`` from the command line, optionally after a .yaml/.json file."""
-    from transformers import HfArgumentParser
+    from biomamba_hf.qa_training import QATrainingArguments
+    from biomamba_hf.training import parse_arguments
 
-    from biomamba_hf.qa_training import QATrainingArguments, argv_from_file
-
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
-        argv = argv_from_file(argv[0]) + argv[1:]
-    parser = HfArgumentParser((ModelArguments, DataArguments, QATrainingArguments))
-    return parser.parse_args_into_dataclasses(args=argv)
+    argv = sys.argv[1:] if argv is None else argv
+    return parse_arguments((ModelArguments, DataArguments, QATrainingArguments), argv)
 
 
 def load_data(data_args, training_args):
@@ -248,7 +236,7 @@ def load_model_and_tokenizer(model_args, device):
     from biomamba_hf.reliability import from_pretrained_safely
     from biomamba_hf.training import config_from_overrides, configure_mamba_code_path
 
-    hub_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token}
+    hub_kwargs = model_args.hub_kwargs
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub_kwargs)
     prepare_tokenizer_for_qa(tokenizer)
     if model_args.model_name_or_path:

@@ -235,3 +235,21 @@ def test_hub_push_refuses_a_folder_holding_a_token(tmp_path, clm_dir):
     (folder / "tokenizer_config.json").write_text(json.dumps({**config, "note": FAKE_TOKEN}))
     with pytest.raises(ValueError, match=r"tokenizer_config.json contains a Hugging Face token; nothing was uploaded"):
         hub.push_to_hub(folder, "someone/model", dry_run=True, dry_run_dir=tmp_path / "preview", token=FAKE_TOKEN)
+
+
+@pytest.mark.parametrize("script", ["run_qa", "run_pubmedqa"])
+def test_fine_tuning_scripts_refuse_pickle_only_checkpoints(script, weight_folders, tokenizer_dir, tmp_path):
+    """run_qa.py and run_pubmedqa.py load their starting checkpoint under the same policy as run_clm.py."""
+    import shutil
+
+    folder = tmp_path / "start"
+    shutil.copytree(weight_folders / "pickle", folder)
+    for name in Path(tokenizer_dir).iterdir():
+        shutil.copy(name, folder)
+    with example_script(script) as module:
+        with pytest.raises(ValueError, match=r"holds only pickle weights"):
+            module.load_model_and_tokenizer(module.ModelArguments(model_name_or_path=str(folder)), "cpu")
+        model = module.load_model_and_tokenizer(
+            module.ModelArguments(model_name_or_path=str(folder), allow_pickle_weights=True), "cpu"
+        )[0]
+    assert model.backbone.embeddings.weight.shape[1] == 32
