@@ -206,6 +206,18 @@ def test_run_qa_writes_every_output_and_the_scores_recompute(trained, bioasq_fil
         for key in ("strict_acc", "lenient_acc", "mrr"):
             assert results[f"bioasq_4b_{key}"] == pytest.approx(recomputed["macro"][key])
             assert results[f"bioasq_4b_micro_{key}"] == pytest.approx(recomputed["micro"][key])
+    # ... and of the console command the README shows, on the predictions file and the golden folder
+    from biomamba_hf.metrics.cli import main as bioasq_eval
+
+    cli_json = output_dir.parent / "cli_scores.json"
+    golden = Path(bioasq_files["test_dir"]) / "golden"
+    assert (
+        bioasq_eval([str(output_dir / "predictions_4b.json"), "--golden", str(golden), "--output_json", str(cli_json)])
+        == 0
+    )
+    cli_scores = json.loads(cli_json.read_text())
+    for key in ("strict_acc", "lenient_acc", "mrr"):
+        assert results[f"bioasq_4b_{key}"] == pytest.approx(cli_scores["macro"][key])
     per_batch = json.loads((output_dir / "bioasq_4b_per_batch.json").read_text())
     assert per_batch == json.loads(
         json.dumps(bioasq_factoid_batches(load_predictions(output_dir / "predictions_4b.json"), references))

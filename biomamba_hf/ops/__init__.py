@@ -106,6 +106,7 @@ def _dispatch_selective_scan(
     associative scan under ``torch.compile`` when the config asks for it, else the portable fast scan."""
     from .selective_scan import selective_scan
 
+    options = dict(D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus, return_last_state=return_last_state)
     if _defer_to_transformers(hidden_states.device, use_associative_scan):
         return _original_scan(
             hidden_states,
@@ -113,27 +114,12 @@ def _dispatch_selective_scan(
             A,
             B,
             C,
-            D=D,
-            z=z,
-            delta_bias=delta_bias,
-            delta_softplus=delta_softplus,
-            return_last_state=return_last_state,
+            **options,
             use_mambapy=use_mambapy,
             use_associative_scan=use_associative_scan,
             **kwargs,
         )
-    return selective_scan(
-        hidden_states,
-        dt,
-        A,
-        B,
-        C,
-        D=D,
-        z=z,
-        delta_bias=delta_bias,
-        delta_softplus=delta_softplus,
-        return_last_state=return_last_state,
-    )
+    return selective_scan(hidden_states, dt, A, B, C, **options)
 
 
 def _patch_transformers_mamba(install: bool) -> None:
