@@ -9,7 +9,7 @@ of the model -- speed and memory do not depend on them), so the attention cost a
 A model that runs out of memory at one length is not tried at longer ones. The three models stay resident and are
 measured in turn at each length (a slow spell of a shared machine then affects a whole row, not one column).
 
-    python benchmarks/bench_long_context.py                                    # GPU, 130m shapes, 2k..128k
+    python benchmarks/bench_long_context.py                                    # GPU, 130m shapes, 2k..256k
     python benchmarks/bench_long_context.py --device cpu --size small --lengths 512,1024,2048,4096,8192
 """
 
@@ -33,7 +33,7 @@ def parse_args(argv=None):
     common.add_common_arguments(parser)
     parser.set_defaults(repeats=3, warmup=1)
     parser.add_argument("--size", default="130m", choices=sorted(common.MAMBA_SIZES), help=common.SIZE_HELP)
-    parser.add_argument("--lengths", default="2048,4096,8192,16384,32768,65536,131072", help="comma-separated")
+    parser.add_argument("--lengths", default="2048,4096,8192,16384,32768,65536,131072,262144", help="comma-separated")
     parser.add_argument("--gpt2_max_len", type=int, default=65536, help="longest context tried for GPT-2 (time)")
     parser.add_argument("--dtype", default=None, choices=["bfloat16", "float32"], help="default: bf16 on GPU")
     args = parser.parse_args(argv)

@@ -16,6 +16,7 @@ Rows (all at ``--seq_len``):
   +chunked CE   and biomamba_hf.speed's chunked linear cross-entropy (no 2048 x 50k float32 logits)
   recipe        bf16 autocast + chunked CE + micro-batch 16 (the recipe's per-device batch)
   recipe+compile, recipe bf16 weights (no autocast, bf16 parameters and optimizer state), recipe+liger (if installed)
+  recipe+liger+compile  liger-kernel's fused linear CE and ``torch.compile`` of the norms together
   GPT-2         124M, sdpa, bf16 autocast, batch 8; and with the chunked CE at batch 16
 
     python benchmarks/bench_training_throughput.py                                   # GPU, 130m shapes
@@ -50,8 +51,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--rows",
         default="all",
-        help="comma-separated subset of: stock,bf16,chunked,recipe,compile,bf16_weights,liger,gpt2,gpt2_chunked,"
-        "trainer (default all)",
+        help="comma-separated subset of: stock,bf16,chunked,recipe,compile,bf16_weights,liger,liger_compile,gpt2,"
+        "gpt2_chunked,trainer (default all)",
     )
     parser.add_argument("--ddp_only", action="store_true", help="under torchrun: only the DDP scaling table")
     args = parser.parse_args(argv)
@@ -172,6 +173,15 @@ def row_specs(args):
             "loop",
         ),
         "liger": ("recipe with liger-kernel fused linear CE", "mamba", rb, True, "liger", None, "loop"),
+        "liger_compile": (
+            "recipe with liger-kernel fused linear CE + torch.compile of the norms",
+            "mamba",
+            rb,
+            True,
+            "liger",
+            "compile",
+            "loop",
+        ),
         "gpt2": (f"{gpt2} sdpa, bf16 autocast", "gpt2", b, True, None, None, "loop"),
         "gpt2_chunked": (f"{gpt2} + chunked CE, batch {rb}", "gpt2", rb, True, "torch", None, "loop"),
         "trainer_stock": ("Mamba stock, via Trainer.train", "mamba", b, False, None, None, "trainer"),

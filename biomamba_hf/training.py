@@ -78,6 +78,16 @@ class CLMTrainingArguments(TrainingArguments):
         },
     )
 
+    compile_norms: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "torch.compile the RMS norms of a Mamba model (biomamba_hf.speed.compile_non_scan_parts): the parts "
+                "the CUDA kernels leave unfused. Measured in BENCHMARKS.md, table 1."
+            )
+        },
+    )
+
     def __post_init__(self):
         if self.hub_token:
             raise ValueError(

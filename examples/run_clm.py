@@ -428,6 +428,10 @@ def main(argv: list[str] | None = None) -> dict:
         from biomamba_hf.speed import enable_chunked_cross_entropy
 
         enable_chunked_cross_entropy(model, chunk_size=training_args.loss_chunk_size)
+    if training_args.compile_norms:
+        from biomamba_hf.speed import compile_non_scan_parts
+
+        compile_non_scan_parts(model)  # a clear error for a model that is not a Mamba model
 
     block_size = data_args.block_size
     train_dataset = eval_dataset = None

@@ -301,8 +301,8 @@ def test_continue_pretraining_from_a_checkpoint_folder(run_clm, monkeypatch, tmp
     assert (out / "tokenizer.json").exists()
 
 
-def test_chunked_loss_trains_like_the_stock_loss(run_clm, monkeypatch, tmp_path, corpus, clm_dir):
-    """--loss_chunk_size (biomamba_hf.speed) gives the same training run as transformers' loss."""
+def test_speed_flags_train_like_the_stock_run(run_clm, monkeypatch, tmp_path, corpus, clm_dir):
+    """--loss_chunk_size and --compile_norms (biomamba_hf.speed) give the same training run as the stock settings."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -319,11 +319,23 @@ def test_chunked_loss_trains_like_the_stock_loss(run_clm, monkeypatch, tmp_path,
     chunked = run(
         run_clm, monkeypatch, common + ["--loss_chunk_size", "16"] + tiny_args(tmp_path, tmp_path / "chunked")
     )
-    assert chunked["train_loss"] == pytest.approx(stock["train_loss"], rel=1e-4)
+    compiled_modules = []
+    original_compile = torch.nn.Module.compile
+
+    def spy(module, *args, **kwargs):
+        compiled_modules.append(type(module).__name__)
+        return original_compile(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", spy)
+    compiled = run(run_clm, monkeypatch, common + ["--compile_norms"] + tiny_args(tmp_path, tmp_path / "compiled"))
+    assert compiled_modules == ["MambaRMSNorm"] * 3  # two blocks and the final norm
+    for result in (chunked, compiled):
+        assert result["train_loss"] == pytest.approx(stock["train_loss"], rel=1e-4)
     a = AutoModelForCausalLM.from_pretrained(tmp_path / "stock").state_dict()
-    b = AutoModelForCausalLM.from_pretrained(tmp_path / "chunked").state_dict()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-3, atol=1e-4, msg=name)
+    for other in ("chunked", "compiled"):
+        b = AutoModelForCausalLM.from_pretrained(tmp_path / other).state_dict()
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=1e-3, atol=1e-4, msg=f"{other}: {name}")
 
 
 def test_resume_continues_from_the_saved_step(run_clm, monkeypatch, tmp_path, corpus, clm_dir):
