@@ -186,6 +186,15 @@ def row_specs(args):
         "gpt2_chunked": (f"{gpt2} + chunked CE, batch {rb}", "gpt2", rb, True, "torch", None, "loop"),
         "trainer_stock": ("Mamba stock, via Trainer.train", "mamba", b, False, None, None, "trainer"),
         "trainer_recipe": ("Mamba recipe, via Trainer.train", "mamba", rb, True, "torch", None, "trainer"),
+        "trainer_liger_compile": (
+            "recipe with liger-kernel + compiled norms, via Trainer.train",
+            "mamba",
+            rb,
+            True,
+            "liger",
+            "compile",
+            "trainer",
+        ),
     }
 
 
@@ -217,7 +226,7 @@ def single_device_table(args, device, code_path) -> str:
         for name in args.rows.split(","):
             name = name.strip()
             if name == "trainer":
-                wanted += ["trainer_stock", "trainer_recipe"]
+                wanted += ["trainer_stock", "trainer_recipe", "trainer_liger_compile"]
             elif name in specs:
                 wanted.append(name)
             else:

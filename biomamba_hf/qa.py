@@ -88,7 +88,9 @@ def prepare_qa_features(
     ``example_index`` (which input pair it came from), ``offset_mapping`` (character span in the context for tokens
     answers may be read from, ``None`` elsewhere) and, when answers are given, ``start_positions`` /
     ``end_positions``. A window that does not contain the whole answer is labelled with the position of the first
-    separator (the "no answer in this window" target). No padding is added: pad with the collator.
+    separator (the "no answer in this window" target; the first token, ``[CLS]``, for the pair layout). Questions are
+    cut to ``max_question_len`` tokens; the context is windowed here for every layout. No padding is added: pad with
+    the collator.
 
     Raises:
         ValueError: for an empty question or context, an unknown layout, or a window too small for the question.
@@ -112,22 +114,29 @@ def prepare_qa_features(
         features["end_positions"] = []
 
     if layout == PAIR_LAYOUT:
-        return _prepare_pair_features(
-            tokenizer, questions, contexts, features, max_seq_len, doc_stride, answer_starts, answer_texts
-        )
-
-    sep_id = tokenizer.sep_token_id
-    if sep_id is None:
-        raise ValueError(
-            "The tokenizer has no separator token. Call `biomamba_hf.prepare_tokenizer_for_qa(tokenizer, model)` "
-            "before building QA features (and save the tokenizer with the model)."
-        )
+        template = _pair_template(tokenizer)
+        num_special = sum(1 for kind, _, _ in template if kind is None)
+        copies = 1
+    else:
+        if tokenizer.sep_token_id is None:
+            raise ValueError(
+                "The tokenizer has no separator token. Call `biomamba_hf.prepare_tokenizer_for_qa(tokenizer, model)` "
+                "before building QA features (and save the tokenizer with the model)."
+            )
+        copies = 2 if layout == "repeat_context" else 1
+        sep = (None, tokenizer.sep_token_id, None)
+        template = [(0, None, None), sep, (1, None, None)] + ([sep, (1, None, None)] if copies == 2 else [])
+        num_special = copies
+    with_types = any(type_id is not None for _, _, type_id in template)
+    if with_types:
+        features["token_type_ids"] = []
+    # Question and context are tokenized apart and the context is windowed here, not by the tokenizer's overflow
+    # (tokenizers 0.23.1-0.23.2 return at most one overflowing window: huggingface/tokenizers#2091).
     question_ids = tokenizer(list(questions), add_special_tokens=False)["input_ids"]
     encoded = tokenizer(list(contexts), add_special_tokens=False, return_offsets_mapping=True)
-    copies = 2 if layout == "repeat_context" else 1
     for i, (q_ids, c_ids, c_offsets) in enumerate(zip(question_ids, encoded["input_ids"], encoded["offset_mapping"])):
         q_ids = q_ids[:max_question_len]
-        budget = (max_seq_len - len(q_ids) - copies) // copies
+        budget = (max_seq_len - len(q_ids) - num_special) // copies
         if budget < 1:
             raise ValueError(
                 f"max_seq_len={max_seq_len} leaves no room for context after a question of {len(q_ids)} tokens "
@@ -136,18 +145,29 @@ def prepare_qa_features(
         span = None
         if answer_starts is not None and answer_starts[i] is not None and answer_texts[i]:
             span = _token_span(c_offsets, answer_starts[i], answer_starts[i] + len(answer_texts[i]))
-        null_index = len(q_ids)
+        # "No answer in this window" points at the first separator (Mamba layouts) or the first token ([CLS]).
+        null_index = 0 if layout == PAIR_LAYOUT else len(q_ids)
         for start in _window_starts(len(c_ids), budget, doc_stride):
             chunk = c_ids[start : start + budget]
-            chunk_offsets = [tuple(o) for o in c_offsets[start : start + budget]]
-            ids = q_ids + [sep_id] + chunk
-            if copies == 2:
-                ids = ids + [sep_id] + chunk
-            read_from = len(ids) - len(chunk)
+            ids, type_ids = [], []
+            for segment, token_id, type_id in template:  # the last context copy is the one answers are read from
+                if segment is None:
+                    ids.append(token_id)
+                    type_ids.append(type_id)
+                    continue
+                if segment == 1:
+                    read_from = len(ids)
+                part = q_ids if segment == 0 else chunk
+                ids.extend(part)
+                type_ids.extend([type_id] * len(part))
+            offsets = [None] * len(ids)
+            offsets[read_from : read_from + len(chunk)] = [tuple(o) for o in c_offsets[start : start + budget]]
             features["input_ids"].append(ids)
             features["attention_mask"].append([1] * len(ids))
+            if with_types:
+                features["token_type_ids"].append(type_ids)
             features["example_index"].append(i)
-            features["offset_mapping"].append([None] * read_from + chunk_offsets)
+            features["offset_mapping"].append(offsets)
             if answer_starts is not None:
                 if span is not None and span[0] >= start and span[1] < start + len(chunk):
                     features["start_positions"].append(read_from + span[0] - start)
@@ -158,40 +178,27 @@ def prepare_qa_features(
     return features
 
 
-def _prepare_pair_features(
-    tokenizer, questions, contexts, features, max_seq_len, doc_stride, answer_starts, answer_texts
-):
-    encoded = tokenizer(
-        list(questions),
-        list(contexts),
-        truncation="only_second",
-        max_length=max_seq_len,
-        stride=min(doc_stride, max_seq_len // 2),
-        return_overflowing_tokens=True,
-        return_offsets_mapping=True,
-    )
-    for f, example in enumerate(encoded["overflow_to_sample_mapping"]):
-        sequence_ids = encoded.sequence_ids(f)
-        offsets = [tuple(o) if sequence_ids[k] == 1 else None for k, o in enumerate(encoded["offset_mapping"][f])]
-        features["input_ids"].append(encoded["input_ids"][f])
-        features["attention_mask"].append(encoded["attention_mask"][f])
-        features["example_index"].append(example)
-        features["offset_mapping"].append(offsets)
-        if "token_type_ids" in encoded:
-            features.setdefault("token_type_ids", []).append(encoded["token_type_ids"][f])
-        if answer_starts is not None:
-            start_char = answer_starts[example]
-            positions = (0, 0)
-            if start_char is not None and answer_texts[example]:
-                end_char = start_char + len(answer_texts[example])
-                inside = [k for k, o in enumerate(offsets) if o is not None and o[1] > start_char and o[0] < end_char]
-                first_ctx = next(k for k, o in enumerate(offsets) if o is not None)
-                last_ctx = max(k for k, o in enumerate(offsets) if o is not None)
-                if inside and offsets[first_ctx][0] <= start_char and offsets[last_ctx][1] >= end_char:
-                    positions = (inside[0], inside[-1])
-            features["start_positions"].append(positions[0])
-            features["end_positions"].append(positions[1])
-    return features
+def _pair_template(tokenizer) -> list[tuple[int | None, int | None, int | None]]:
+    """The tokenizer's own pair template (e.g. ``[CLS] q [SEP] c [SEP]``), read from a probe encoding.
+
+    A list of ``(segment, token_id, token_type_id)``: ``segment`` 0 (question) or 1 (context) stands for that
+    sequence's tokens, ``None`` for one special token ``token_id``.
+    """
+    probe = tokenizer("question", "context")
+    token_types = probe.get("token_type_ids")
+    template = []
+    for k, segment in enumerate(probe.sequence_ids(0)):
+        type_id = token_types[k] if token_types is not None else None
+        if segment is None:
+            template.append((None, probe["input_ids"][k], type_id))
+        elif not template or template[-1][0] != segment:
+            template.append((segment, None, type_id))
+    if [segment for segment, _, _ in template if segment is not None] != [0, 1]:
+        raise ValueError(
+            f"{type(tokenizer).__name__} does not encode a (question, context) pair as two consecutive sequences; "
+            "use a tokenizer with a pair template (e.g. BERT's [CLS] A [SEP] B [SEP])."
+        )
+    return template
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
