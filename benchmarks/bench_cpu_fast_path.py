@@ -5,7 +5,9 @@ Measures, side by side in one run, on random-init models (no download):
 1. one selective scan of the 130m layer shape (batch 1, intermediate 1536, state 16), forward, 512 tokens;
 2. the same scan forward + backward at 1024 tokens;
 3. 130m-shape ``MambaForCausalLM`` inference (hidden 768, 24 layers, state 16, expand 2, vocab 50280), batch 1,
-   512 tokens, fp32, ``torch.no_grad()``, default ``use_cache`` (logits for every position);
+   512 tokens, fp32, ``torch.no_grad()``, default ``use_cache`` (logits for every position); the same model with
+   bf16 weights (every path in bf16); and ``MambaForQuestionAnswering`` of that shape in fp32 (what the QA pipeline
+   runs: no vocabulary logits);
 4. a training step (forward + backward + AdamW) of a tiny model, batch 1 x 1024 tokens.
 
 each with transformers' default torch fallback (sequential scan), ``config.use_mambapy=True`` (mambapy's parallel
@@ -141,15 +143,19 @@ def main(argv=None) -> None:
         {p: bench_scan(p, 1024, True, reps(p)) for p in PATHS},
     )
     if not args.skip_130m:
-        torch.manual_seed(0)
+        from biomamba_hf import MambaForQuestionAnswering
+
         config = MambaConfig(vocab_size=50280, hidden_size=768, num_hidden_layers=24, state_size=16, expand=2)
-        model = MambaForCausalLM(config).eval()
-        input_ids = torch.randint(0, config.vocab_size, (1, 512))
-        add(
-            "130m-shape MambaForCausalLM inference, batch 1 x 512 tokens (all logits)",
-            {p: bench_inference(p, model, input_ids, reps(p)) for p in PATHS},
-        )
-        del model
+        input_ids = torch.randint(0, config.vocab_size, (1, 512), generator=torch.Generator().manual_seed(0))
+        for name, model_class, dtype in (
+            ("MambaForCausalLM inference, batch 1 x 512 tokens (all logits)", MambaForCausalLM, torch.float32),
+            ("MambaForCausalLM inference, bf16 weights, batch 1 x 512 tokens", MambaForCausalLM, torch.bfloat16),
+            ("MambaForQuestionAnswering inference, batch 1 x 512 tokens", MambaForQuestionAnswering, torch.float32),
+        ):
+            torch.manual_seed(0)
+            model = model_class(config).eval().to(dtype)
+            add(f"130m-shape {name}", {p: bench_inference(p, model, input_ids, reps(p)) for p in PATHS})
+            del model
     tiny = MambaConfig(vocab_size=1024, hidden_size=64, num_hidden_layers=4, state_size=16, expand=2)
     input_ids = torch.randint(0, tiny.vocab_size, (1, 1024), generator=torch.Generator().manual_seed(0))
     add(

@@ -3,7 +3,8 @@
 As transformers keeps ``postprocess_qa_predictions`` in ``utils_qa.py`` next to its ``run_qa.py``, the logic of the
 script lives here so that it can be tested and reused:
 
-* :class:`QATrainingArguments`: run_clm's training arguments (``--overwrite_output_dir``, ``--eval_before_train``);
+* :class:`QATrainingArguments`: the package's training arguments (``--overwrite_output_dir``, ``--eval_before_train``,
+  ``--compile_norms``);
 * :class:`QATrainer`: ``Trainer`` that trains nothing more when it resumes from a checkpoint at ``max_steps``;
 * :func:`resolve_qa_layout`: the input layout of a run, refusing to retrain a checkpoint with another layout;
 * :func:`load_training_examples` / :func:`check_disjoint`: SQuAD rows from golden and SQuAD files, with a leak check
@@ -40,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from .metrics.bioasq import MAX_CANDIDATES, bioasq_factoid_batches, flatten_scores, merge_nbest, write_submission
 from .modeling import QA_LAYOUTS
 from .qa import extract_answers, prepare_qa_features
-from .training import CLMTrainingArguments, ResumableTrainer
+from .training import BiomambaTrainingArguments, ResumableTrainer
 
 if TYPE_CHECKING:
     import torch
@@ -85,19 +86,10 @@ _HEADS = ("qa_outputs", "score")
 
 
 @dataclass
-class QATrainingArguments(CLMTrainingArguments):
-    """run_clm's ``TrainingArguments`` (``--overwrite_output_dir``, ``--eval_before_train``, ``--hub_token`` refused,
-    CPU multi-process set-up) for the fine-tuning scripts; ``--eval_before_train`` scores the starting checkpoint on
-    the test sets (metrics prefixed ``initial_``)."""
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.tokens_per_step is not None:
-            raise ValueError(
-                f"--tokens_per_step {self.tokens_per_step} applies to packed pretraining blocks (run_clm.py); QA "
-                "batches are windows of varying length: set --per_device_train_batch_size and "
-                "--gradient_accumulation_steps instead."
-            )
+class QATrainingArguments(BiomambaTrainingArguments):
+    """The package's training arguments (``--overwrite_output_dir``, ``--eval_before_train``, ``--compile_norms``,
+    ``--hub_token`` refused, CPU multi-process set-up) for the fine-tuning scripts; ``--eval_before_train`` scores the
+    starting checkpoint on the test sets (metrics prefixed ``initial_``)."""
 
 
 class QATrainer(ResumableTrainer):

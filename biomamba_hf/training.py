@@ -1,7 +1,9 @@
 """Reusable pieces of continued pretraining (``examples/run_clm.py``).
 
-* :class:`CLMTrainingArguments`: ``TrainingArguments`` plus ``--tokens_per_step`` (the optimizer-step size that must
-  hold on any number of GPUs) and ``--overwrite_output_dir`` (gone from transformers 5).
+* :class:`BiomambaTrainingArguments`: ``TrainingArguments`` plus the options every script shares
+  (``--overwrite_output_dir``, gone from transformers 5; ``--eval_before_train``; ``--compile_norms``).
+* :class:`CLMTrainingArguments`: those plus ``--tokens_per_step`` (the optimizer-step size that must hold on any
+  number of GPUs) and ``--loss_chunk_size``.
 * :func:`gradient_accumulation_for`: gradient accumulation from tokens per step, world size and per-device batch.
 * :func:`check_output_dir`: refuse a non-empty output directory, or find the checkpoint to resume from.
 * :func:`run_summary_lines`: the start-of-run log lines (world size, batch, accumulation, block size, tokens per
@@ -42,19 +44,11 @@ IGNORE_INDEX = -100
 
 
 @dataclass
-class CLMTrainingArguments(TrainingArguments):
-    """``TrainingArguments`` with the options continued pretraining needs on top."""
+class BiomambaTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` with what every training script of the package shares: ``--overwrite_output_dir`` (gone
+    from transformers 5), ``--eval_before_train``, ``--compile_norms``; ``--hub_token`` is refused (``Trainer``
+    pickles its arguments into ``training_args.bin``); CPU-only multi-process launches really distribute."""
 
-    tokens_per_step: int | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Tokens per optimizer step (e.g. 524288 = 0.5M in the BioMamba recipe). When set, "
-                "gradient_accumulation_steps is derived as tokens_per_step / (block_size x "
-                "per_device_train_batch_size x world size), so the step size holds on any number of GPUs."
-            )
-        },
-    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
@@ -68,16 +62,6 @@ class CLMTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Also evaluate before training; results are saved with the prefix `initial`."},
     )
-    loss_chunk_size: int = field(
-        default=0,
-        metadata={
-            "help": (
-                "Compute the training loss with biomamba_hf.speed's chunked linear cross-entropy, this many tokens "
-                "per chunk, so the (tokens x vocab) fp32 logits are never materialised; 0 = transformers' loss."
-            )
-        },
-    )
-
     compile_norms: bool = field(
         default=False,
         metadata={
@@ -101,6 +85,35 @@ class CLMTrainingArguments(TrainingArguments):
                 # Without use_cpu, transformers 5 sets up a non-distributed state on a machine with no GPU even when
                 # launched as several processes: each rank would silently train alone on all the data.
                 self.use_cpu = True
+        super().__post_init__()
+
+
+@dataclass
+class CLMTrainingArguments(BiomambaTrainingArguments):
+    """The package's training arguments plus what continued pretraining needs: ``--tokens_per_step`` and
+    ``--loss_chunk_size``."""
+
+    tokens_per_step: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Tokens per optimizer step (e.g. 524288 = 0.5M in the BioMamba recipe). When set, "
+                "gradient_accumulation_steps is derived as tokens_per_step / (block_size x "
+                "per_device_train_batch_size x world size), so the step size holds on any number of GPUs."
+            )
+        },
+    )
+    loss_chunk_size: int = field(
+        default=0,
+        metadata={
+            "help": (
+                "Compute the training loss with biomamba_hf.speed's chunked linear cross-entropy, this many tokens "
+                "per chunk, so the (tokens x vocab) fp32 logits are never materialised; 0 = transformers' loss."
+            )
+        },
+    )
+
+    def __post_init__(self):
         super().__post_init__()
         if self.tokens_per_step is not None and self.tokens_per_step <= 0:
             raise ValueError(f"--tokens_per_step must be a positive number of tokens, got {self.tokens_per_step}")

@@ -171,6 +171,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     model, tokenizer, code_path = load_model_and_tokenizer(model_args, training_args.device)
     logger.info("Mamba code path: %s", code_path)
+    if training_args.compile_norms:
+        from biomamba_hf.speed import compile_non_scan_parts
+
+        compile_non_scan_parts(model)  # a clear error for a model that is not a Mamba model
 
     def encode(rows):
         return datasets.Dataset.from_dict(

@@ -326,6 +326,10 @@ def main(argv: list[str] | None = None) -> dict:
             dropout=model_args.lora_dropout,
             target_modules=model_args.lora_targets,
         )
+    if training_args.compile_norms:
+        from biomamba_hf.speed import compile_non_scan_parts
+
+        compile_non_scan_parts(model)  # a clear error for a model that is not a Mamba model
     feature_kwargs = {
         "layout": layout,
         "max_seq_length": data_args.max_seq_length,

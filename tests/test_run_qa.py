@@ -311,7 +311,9 @@ def test_logits_evaluation_matches_the_pipeline(trained, bioasq_files, tmp_path)
 
 
 @pytest.mark.slow
-def test_run_qa_lora_trains_only_adapters_and_head_and_saves_merged(run_qa, bioasq_files, clm_dir, tmp_path):
+def test_run_qa_lora_trains_only_adapters_and_head_and_saves_merged(
+    run_qa, bioasq_files, clm_dir, tmp_path, monkeypatch
+):
     from safetensors.torch import load_file
     from transformers import AutoModelForQuestionAnswering
 
@@ -350,7 +352,16 @@ def test_run_qa_lora_trains_only_adapters_and_head_and_saves_merged(run_qa, bioa
     model = AutoModelForQuestionAnswering.from_pretrained(output_dir)
     assert model.config.qa_layout == "repeat_context"
 
-    # The saved folder scores exactly as the merged model did in memory, with the layout it recorded ...
+    # The saved folder scores exactly as the merged model did in memory, with the layout it recorded (also with
+    # --compile_norms, which compiles the RMS norms of the model's three blocks) ...
+    compiled_modules = []
+    original_compile = torch.nn.Module.compile
+
+    def spy(module, *args, **kwargs):
+        compiled_modules.append(type(module).__name__)
+        return original_compile(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", spy)
     reloaded = run_qa.main(
         [
             "--model_name_or_path",
@@ -358,9 +369,11 @@ def test_run_qa_lora_trains_only_adapters_and_head_and_saves_merged(run_qa, bioa
             "--test_dirs",
             str(bioasq_files["test_dir"]),
             "--do_eval",
+            "--compile_norms",
             *common_args(tmp_path / "eval_only", **{"--max_seq_length": 96}),
         ]
     )
+    assert compiled_modules == ["MambaRMSNorm"] * (model.config.num_hidden_layers + 1)
     for key in ("bioasq_4b_strict_acc", "bioasq_4b_mrr", "bioasq_4b_micro_mrr"):
         assert reloaded[key] == pytest.approx(trained_results[key])
     # ... and refuses another layout before loading the model.
@@ -530,7 +543,7 @@ def test_missing_inputs_and_bad_arguments_are_refused(no_model, bioasq_files, tm
         )
     with pytest.raises(ValueError, match=r"Nothing to do: pass --do_train, --do_eval and/or --do_predict"):
         no_model.main(["--model_name_or_path", "x", *common_args(tmp_path / "out")])
-    with pytest.raises(ValueError, match=r"--tokens_per_step 4096 applies to packed pretraining blocks"):
+    with pytest.raises(ValueError, match=r"not used by the HfArgumentParser: \['--tokens_per_step', '4096'\]"):
         no_model.main(
             ["--model_name_or_path", "x", "--do_eval", "--tokens_per_step", "4096", *common_args(tmp_path / "o")]
         )
