@@ -470,30 +470,42 @@ class ThroughputCallback(TrainerCallback):
     """Measures optimizer steps and wall time of one ``train()`` call; :meth:`metrics` turns them into tokens/s.
 
     Counting starts at the step training resumes from, so a resumed run reports its own throughput.
+    ``train_steady_tokens_per_second`` leaves out the first optimizer step (CUDA start-up, ``torch.compile``), which
+    weighs on short runs.
     """
 
     def __init__(self, tokens_per_step: int):
         self.tokens_per_step = tokens_per_step
-        self.start_step = 0
-        self.end_step = 0
-        self.start_time = None
-        self.seconds = 0.0
+        self.start_step = self.end_step = 0
+        self.start_time = self.first_step_time = None
+        self.seconds = self.steady_seconds = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start_step = state.global_step
         self.start_time = time.perf_counter()
+        self.first_step_time = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.first_step_time is None:
+            self.first_step_time = time.perf_counter()
 
     def on_train_end(self, args, state, control, **kwargs):
         self.end_step = state.global_step
-        self.seconds = time.perf_counter() - self.start_time
+        now = time.perf_counter()
+        self.seconds = now - self.start_time
+        self.steady_seconds = now - self.first_step_time if self.first_step_time is not None else 0.0
 
     def metrics(self) -> dict[str, float]:
         steps = self.end_step - self.start_step
         tokens = steps * self.tokens_per_step
+        steady_tokens = max(steps - 1, 0) * self.tokens_per_step
         return {
             "train_start_step": self.start_step,
             "train_tokens": tokens,
             "train_tokens_per_second": round(tokens / self.seconds, 1) if self.seconds else 0.0,
+            "train_steady_tokens_per_second": (
+                round(steady_tokens / self.steady_seconds, 1) if steady_tokens and self.steady_seconds else 0.0
+            ),
         }
 
 

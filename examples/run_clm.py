@@ -425,13 +425,20 @@ def main(argv: list[str] | None = None) -> dict:
     model = load_model(model_args, config, tokenizer)
     preflight(training_args, model)  # enough disk for the checkpoints kept
     if training_args.loss_chunk_size:
-        from biomamba_hf.speed import enable_chunked_cross_entropy
+        from biomamba_hf.speed import enable_chunked_cross_entropy, liger_available
 
         enable_chunked_cross_entropy(model, chunk_size=training_args.loss_chunk_size)
+        kernel = "liger-kernel" if training_args.device.type == "cuda" and liger_available() else "PyTorch"
+        logger.info(
+            "Training loss: chunked linear cross-entropy (%s), %d tokens per chunk",
+            kernel,
+            training_args.loss_chunk_size,
+        )
     if training_args.compile_norms:
         from biomamba_hf.speed import compile_non_scan_parts
 
         compile_non_scan_parts(model)  # a clear error for a model that is not a Mamba model
+        logger.info("torch.compile: the RMS norms (--compile_norms)")
 
     block_size = data_args.block_size
     train_dataset = eval_dataset = None

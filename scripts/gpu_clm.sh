@@ -8,18 +8,21 @@
 #   bash scripts/gpu_clm.sh build     # GPU machine: build the mamba-ssm/causal-conv1d kernels (~7.5 min, once)
 #   bash scripts/gpu_clm.sh bench     # GPU machine, after `build`: 1 GPU, then DDP over 2 GPUs if there are 2
 #   bash scripts/gpu_clm.sh single    # only the one-GPU run;  `ddp`: only the two-GPU run
+#   bash scripts/gpu_clm.sh single --compile_norms   # flags after the mode go to run_clm.py (run named after them)
 # Environment: STEPS (default 300 optimizer steps per run), TOKENS_PER_STEP (default 65536 = 32 sequences of 2048),
-# PER_DEVICE_BATCH (default 16), OUT (where logs and results go; default outputs/gpu_clm).
+# PER_DEVICE_BATCH (default 16), OUT (where logs and results go; default outputs/gpu_clm), DATA (default .gpu/data).
 # Each run prints tokens/s, MFU = 6 x parameters x tokens/s / bf16 dense peak (989 TFLOP/s per H100 SXM or H200 GPU)
 # and peak GPU memory, and writes them to $OUT/summary.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-bench}
+shift || true
+EXTRA=("$@")
 STEPS=${STEPS:-300}
 TOKENS_PER_STEP=${TOKENS_PER_STEP:-65536}
 PER_DEVICE_BATCH=${PER_DEVICE_BATCH:-16}
 OUT=${OUT:-outputs/gpu_clm}
-DATA=.gpu/data
+DATA=${DATA:-.gpu/data}
 PEAK_TFLOPS=989
 
 prepare() {
@@ -48,7 +51,9 @@ setup_gpu_env() {
 
 # run NAME NUM_GPUS
 run() {
-  local name=$1 gpus=$2 dir=/tmp/gpu_clm_$1
+  local name=$1 gpus=$2
+  [ ${#EXTRA[@]} -gt 0 ] && name="${name}$(printf '_%s' "${EXTRA[@]#--}" | tr -c 'A-Za-z0-9_\n' '_')"
+  local dir=/tmp/gpu_clm_$name
   rm -rf "$dir"
   local launch=(python3 -m accelerate.commands.launch --num_machines 1 --mixed_precision bf16 --dynamo_backend no)
   if [ "$gpus" -gt 1 ]; then
@@ -70,7 +75,7 @@ run() {
     --max_grad_norm 1.0 --bf16 --optim adamw_torch_fused --loss_chunk_size "${LOSS_CHUNK:-2048}" \
     --preprocessing_num_workers 8 \
     --logging_steps 25 --save_strategy no --do_train --do_eval --seed 42 --report_to none \
-    --disable_tqdm true --output_dir "$dir" 2>&1 | tee "$OUT/$name.log"
+    --disable_tqdm true --output_dir "$dir" "${EXTRA[@]}" 2>&1 | tee "$OUT/$name.log"
   cp "$dir/all_results.json" "$OUT/$name.all_results.json"
   grep -q "Mamba code path: CUDA kernels" "$OUT/$name.log" || {
     echo "ERROR: the run did not use the CUDA kernels (see 'Mamba code path' in $OUT/$name.log)" >&2; exit 1; }
@@ -81,14 +86,15 @@ r = json.load(open(path))
 tps = r["train_tokens_per_second"]
 mfu = 6 * r["train_model_parameters"] * tps / (peak * 1e12 * gpus)
 print(f"| {name} | {gpus} | {r['train_model_parameters'] / 1e6:.1f}M | {r['train_tokens']:,} | {tps:,.0f} | "
+      f"{r.get('train_steady_tokens_per_second', float('nan')):,.0f} | "
       f"{tps / gpus:,.0f} | {mfu:.1%} | {r.get('train_peak_memory_gib', float('nan'))} | {r['train_loss']:.3f} | "
       f"{r['perplexity']:.1f} | {wall} s |")
 PY
 }
 
 header() {
-  echo "| run | GPUs | params | tokens | tokens/s | tokens/s/GPU | MFU (bf16 peak ${PEAK_TFLOPS} TFLOP/s/GPU) | peak mem GiB (rank 0) | train loss | eval ppl | wall |" | tee -a "$OUT/summary.md"
-  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |" | tee -a "$OUT/summary.md"
+  echo "| run | GPUs | params | tokens | tokens/s | tokens/s after step 1 | tokens/s/GPU | MFU (bf16 peak ${PEAK_TFLOPS} TFLOP/s/GPU) | peak mem GiB (rank 0) | train loss | eval ppl | wall |" | tee -a "$OUT/summary.md"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |" | tee -a "$OUT/summary.md"
 }
 
 case "$MODE" in
