@@ -436,9 +436,12 @@ def _recipe_rows(run: RunRecord) -> list[tuple[str, str]]:
         rows.append(("tokens per optimizer step", f"{math.prod(batch) * sequence_length:,}"))
     if "global_step" in state:
         rows.append(("optimizer steps run", str(state["global_step"])))
+    # After a resume, transformers' train_loss and train_runtime cover the resumed call only: say which steps.
+    resumed_at = run.results.get("train_start_step") or 0
+    span = f" (steps {resumed_at + 1}-{state.get('global_step', '?')}, after a resume)" if resumed_at else ""
     for key, label in (("train_loss", "final mean training loss"), ("train_runtime", "training time (s)")):
         if key in run.results:
-            rows.append((label, _display(round(run.results[key], 4))))
+            rows.append((label + span, _display(round(run.results[key], 4))))
     return rows
 
 

@@ -366,6 +366,13 @@ def test_a_clm_checkpoint_gets_a_text_generation_card(tmp_path, clm_dir):
     }
     assert "`MambaForCausalLM`" in card.text and "### Continued pretraining" in card.text
     assert "fine-tuned for extractive QA, so" not in card.text
+    assert "| final mean training loss | 1.2346 |" in card.text
+
+    # A run resumed at step 4000: transformers' train_loss and train_runtime cover steps 4001-4800 only.
+    write_clm_run(run_dir, results={**CLM_RESULTS, "train_start_step": 4000})
+    card = ModelCard.load(hub.save_model_card(run_dir, repo_id="someone/biomamba-clm"))
+    assert "| final mean training loss (steps 4001-4800, after a resume) | 1.2346 |" in card.text
+    assert "| training time (s) (steps 4001-4800, after a resume) | 5021.337 |" in card.text
 
 
 def test_a_run_from_scratch_claims_no_base_model(tmp_path):
