@@ -15,6 +15,7 @@ scan) and the fast path. Times are the minimum over ``--repeats`` runs (``--refe
 fallback) after a warm-up on a short input (the machine may be shared).
 
     python benchmarks/bench_cpu_fast_path.py [--repeats 3] [--reference-repeats 1] [--threads 2] [--skip-130m]
+    python benchmarks/bench_cpu_fast_path.py --threads 1 --profile     # where the fast path's time goes
 """
 
 from __future__ import annotations
@@ -122,6 +123,11 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--skip-130m", action="store_true", help="skip the 130m-shape model inference row")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="only profile the fast path's 130m causal-LM forward (where the time goes) and time fp32/bf16 matmuls",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -130,6 +136,9 @@ def main(argv=None) -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    if args.profile:
+        profile_fast_path()
+        return
     rows = []
 
     def reps(path):
@@ -184,6 +193,34 @@ def main(argv=None) -> None:
             f"| {name} | {_seconds(t['reference'])} | {_seconds(t['mambapy'])} | {_seconds(t['fast'])} "
             f"| {_ratio(t['reference'], t['fast'])} | {_ratio(t['mambapy'], t['fast'])} |"
         )
+
+
+def profile_fast_path() -> None:
+    """Where the fast path's 130m causal-LM forward spends its time, and what a dense product costs per dtype."""
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import MambaConfig, MambaForCausalLM
+
+    torch.manual_seed(0)
+    config = MambaConfig(vocab_size=50280, hidden_size=768, num_hidden_layers=24, state_size=16, expand=2)
+    model = MambaForCausalLM(config).eval()
+    input_ids = torch.randint(0, config.vocab_size, (1, 512), generator=torch.Generator().manual_seed(0))
+    set_path(model, "fast")
+    with torch.no_grad():
+        model(input_ids)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            model(input_ids)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"fast path, 130m MambaForCausalLM forward, 1 x 512 tokens: {total / 1e6:.3f} s of self CPU time")
+    print("| op | self CPU s | share |\n|---|---|---|")
+    for event in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:8]:
+        print(f"| {event.key} | {event.self_cpu_time_total / 1e6:.3f} | {event.self_cpu_time_total / total:.0%} |")
+    a, w = torch.randn(512, 768), torch.randn(3072, 768)
+    flop = 2 * 512 * 768 * 3072
+    for dtype in (torch.float32, torch.bfloat16):
+        x, y = a.to(dtype), w.to(dtype)
+        seconds = best_time(lambda x=x, y=y: x @ y.t(), 10, warmup=lambda x=x, y=y: x @ y.t())
+        print(f"512 x 768 x 3072 product in {dtype}: {flop / seconds / 1e9:.0f} GFLOP/s")
 
 
 def _seconds(value: float | str) -> str:
