@@ -77,3 +77,17 @@ def tiny_config(vocab_size: int, **overrides):
     )
     kwargs.update(overrides)
     return MambaConfig(**kwargs)
+
+
+def record_compiled_modules(monkeypatch) -> list[str]:
+    """Class names of the modules that get ``nn.Module.compile``-d from now on (each is still compiled for real)."""
+    import torch
+
+    compiled, original_compile = [], torch.nn.Module.compile
+
+    def spy(module, *args, **kwargs):
+        compiled.append(type(module).__name__)
+        return original_compile(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", spy)
+    return compiled

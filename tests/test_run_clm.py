@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import SENTENCES, data_dir, example_script
+from helpers import SENTENCES, data_dir, example_script, record_compiled_modules
 
 from biomamba_hf import training
 from biomamba_hf.training import (
@@ -319,14 +319,7 @@ def test_speed_flags_train_like_the_stock_run(run_clm, monkeypatch, tmp_path, co
     chunked = run(
         run_clm, monkeypatch, common + ["--loss_chunk_size", "16"] + tiny_args(tmp_path, tmp_path / "chunked")
     )
-    compiled_modules = []
-    original_compile = torch.nn.Module.compile
-
-    def spy(module, *args, **kwargs):
-        compiled_modules.append(type(module).__name__)
-        return original_compile(module, *args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.Module, "compile", spy)
+    compiled_modules = record_compiled_modules(monkeypatch)
     compiled = run(run_clm, monkeypatch, common + ["--compile_norms"] + tiny_args(tmp_path, tmp_path / "compiled"))
     assert compiled_modules == ["MambaRMSNorm"] * 3  # two blocks and the final norm
     for result in (chunked, compiled):

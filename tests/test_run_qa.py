@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import SENTENCES, data_dir, example_script, tiny_config
+from helpers import SENTENCES, data_dir, example_script, record_compiled_modules, tiny_config
 
 from biomamba_hf import qa_training
 from biomamba_hf.data.bioasq import load_test_references
@@ -354,14 +354,7 @@ def test_run_qa_lora_trains_only_adapters_and_head_and_saves_merged(
 
     # The saved folder scores exactly as the merged model did in memory, with the layout it recorded (also with
     # --compile_norms, which compiles the RMS norms of the model's three blocks) ...
-    compiled_modules = []
-    original_compile = torch.nn.Module.compile
-
-    def spy(module, *args, **kwargs):
-        compiled_modules.append(type(module).__name__)
-        return original_compile(module, *args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.Module, "compile", spy)
+    compiled_modules = record_compiled_modules(monkeypatch)
     reloaded = run_qa.main(
         [
             "--model_name_or_path",
