@@ -65,6 +65,7 @@ __all__ = [
     "prepare_train_features",
     "resolve_data_path",
     "resolve_qa_layout",
+    "route_adapted_mixers_off_the_fused_path",
     "score_test_set",
     "test_set_name",
     "write_prediction_files",
@@ -314,9 +315,10 @@ def add_lora(
     (``qa_outputs`` / ``score``, always trained in full through ``modules_to_save``) and names the model does not
     have. Returns the ``peft`` model.
 
-    Note: with mamba-ssm's CUDA kernels, transformers' fused training path also reads ``x_proj.weight`` directly, so
-    an ``x_proj`` adapter gets no gradient there (it does on the PyTorch path); ``examples/run_qa.py`` logs the
-    adapters whose weights did not change after training.
+    With mamba-ssm's CUDA kernels, transformers' fused training path (``mamba_inner_fn``) reads ``x_proj.weight``
+    itself, so an ``x_proj`` adapter would get no gradient there: mixers whose ``x_proj`` has an adapter are routed to
+    transformers' unfused path, which calls the module (see :func:`route_adapted_mixers_off_the_fused_path`). As a
+    safety net, ``examples/run_qa.py`` logs the adapters whose weights did not change after training.
     """
     from peft import LoraConfig, get_peft_model
 
@@ -354,6 +356,10 @@ def add_lora(
         bias="none",
     )
     peft_model = get_peft_model(model, config)
+    for name, module in peft_model.named_modules():
+        if name.endswith(".x_proj") and hasattr(module, "base_layer"):
+            setattr(module.base_layer.weight, _ADAPTED_X_PROJ, True)
+    route_adapted_mixers_off_the_fused_path()
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
     logger.info("LoRA on %s (r=%d, alpha=%d): %d of %d parameters train", targets, r, alpha, trainable, total)
@@ -363,8 +369,41 @@ def add_lora(
 def merge_lora(model):
     """Fold the adapters into the weights and return the plain model (loads with ``AutoModelFor...`` alone)."""
     if hasattr(model, "merge_and_unload"):
-        return model.merge_and_unload()
+        model = model.merge_and_unload()
+    for name, parameter in model.named_parameters():
+        if name.endswith("x_proj.weight") and hasattr(parameter, _ADAPTED_X_PROJ):
+            delattr(parameter, _ADAPTED_X_PROJ)  # no adapter left: the fused path serves this mixer again
     return model
+
+
+#: Set on the base weight of an ``x_proj`` that carries a LoRA adapter.
+_ADAPTED_X_PROJ = "_biomamba_x_proj_has_adapter"
+
+
+def route_adapted_mixers_off_the_fused_path() -> None:
+    """Make transformers' Mamba training step skip the fused ``mamba_inner_fn`` for mixers whose ``x_proj`` carries a
+    LoRA adapter (marked by :func:`add_lora`); idempotent.
+
+    The fused function receives ``x_proj.weight`` and multiplies by it itself, bypassing the adapter. When it returns
+    ``None``, transformers' ``MambaMixer`` goes on with its unfused path (as it does without mamba-ssm), which calls
+    the ``x_proj`` module and still uses the CUDA kernels for the convolution and the scan. Other mixers keep the fused
+    path. The hook point is the module-level ``mamba_inner_fn`` that ``MambaMixer.forward`` looks up at call time in
+    transformers 5.x.
+    """
+    from transformers.models.mamba import modeling_mamba
+
+    fused = modeling_mamba.mamba_inner_fn
+    if getattr(fused, "_biomamba_lora_aware", False):
+        return
+
+    def mamba_inner_fn(xz, conv1d_weight, conv1d_bias, x_proj_weight, *args, **kwargs):
+        if getattr(x_proj_weight, _ADAPTED_X_PROJ, False):
+            return None
+        return fused(xz, conv1d_weight, conv1d_bias, x_proj_weight, *args, **kwargs)
+
+    mamba_inner_fn._biomamba_lora_aware = True
+    mamba_inner_fn.__wrapped__ = fused
+    modeling_mamba.mamba_inner_fn = mamba_inner_fn
 
 
 def snapshot_trainable(model) -> dict[str, torch.Tensor]:

@@ -418,6 +418,45 @@ def test_add_lora_trains_exactly_the_adapters_and_the_head():
     assert qa_training.unchanged_parameters(model, {n: before[n] for n in trainable}) == []
 
 
+def test_an_x_proj_adapter_trains_where_the_fused_kernel_would_bypass_it(monkeypatch):
+    """With mamba-ssm, transformers' training step hands x_proj.weight to the fused mamba_inner_fn, bypassing an
+    adapter. A stand-in for that kernel (it multiplies by raw weights, as the CUDA one does) shows the routing: mixers
+    with an x_proj adapter take the unfused path and the adapter gets gradients; other models keep the fused path."""
+    from transformers.models.mamba import modeling_mamba
+
+    fused_calls = []
+
+    def fused_stand_in(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight, *a, **k):
+        fused_calls.append(x_proj_weight)
+        return xz[:, : xz.shape[1] // 2].transpose(1, 2) @ out_proj_weight.t()
+
+    monkeypatch.setattr(modeling_mamba, "mamba_inner_fn", fused_stand_in)
+    inputs = {
+        "input_ids": torch.randint(2, 64, (2, 8)),
+        "start_positions": torch.tensor([1, 2]),
+        "end_positions": torch.tensor([2, 3]),
+    }
+    plain = tiny_qa_model().train()
+    layers = plain.config.num_hidden_layers
+    plain(**inputs).loss.backward()
+    assert len(fused_calls) == layers
+
+    fused_calls.clear()
+    model = add_lora(tiny_qa_model(), r=4, alpha=8, target_modules=["x_proj"]).train()
+    model(**inputs).loss.backward()
+    assert fused_calls == []  # every mixer took the unfused path, which calls the x_proj module
+    grads = {name: p.grad for name, p in model.named_parameters() if "x_proj.lora_" in name}
+    assert len(grads) == 2 * layers and all(g is not None for g in grads.values())
+    assert all(
+        g.abs().sum() > 0 for name, g in grads.items() if "lora_B" in name
+    )  # lora_B starts at 0: its grad moves
+
+    plain(**inputs).loss.backward()  # a model without adapters still takes the fused path beside it
+    merged = qa_training.merge_lora(model)
+    merged(**inputs).loss.backward()  # and so does the merged one: its adapters are gone
+    assert len(fused_calls) == 2 * layers
+
+
 def test_transformers_still_bypasses_dt_proj_and_calls_x_proj():
     """Pins the facts behind add_lora's dt_proj refusal and x_proj default (fails when transformers changes)."""
     model = tiny_qa_model().train()
