@@ -356,10 +356,18 @@ def add_lora(
         bias="none",
     )
     peft_model = get_peft_model(model, config)
+    adapted = 0
     for name, module in peft_model.named_modules():
         if name.endswith(".x_proj") and hasattr(module, "base_layer"):
             setattr(module.base_layer.weight, _ADAPTED_X_PROJ, True)
-    route_adapted_mixers_off_the_fused_path()
+            adapted += 1
+    if adapted:
+        route_adapted_mixers_off_the_fused_path()
+        logger.info(
+            "%d mixers with an x_proj adapter train on transformers' unfused Mamba path (the fused mamba-ssm kernel "
+            "would bypass the adapter)",
+            adapted,
+        )
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
     logger.info("LoRA on %s (r=%d, alpha=%d): %d of %d parameters train", targets, r, alpha, trainable, total)
