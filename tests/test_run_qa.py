@@ -457,6 +457,43 @@ def test_an_x_proj_adapter_trains_where_the_fused_kernel_would_bypass_it(monkeyp
     assert len(fused_calls) == 2 * layers
 
 
+def _cuda_kernels() -> bool:
+    from biomamba_hf import ops
+
+    return torch.cuda.is_available() and ops.cuda_kernels_available()
+
+
+@pytest.mark.skipif(not _cuda_kernels(), reason="needs a CUDA GPU with mamba-ssm and causal-conv1d")
+def test_an_x_proj_adapter_trains_on_the_cuda_kernel_path(monkeypatch):
+    """The same routing with the real fused kernel: it serves a model without adapters, adapted mixers leave it, and
+    their x_proj adapters get gradients."""
+    from transformers.models.mamba import modeling_mamba
+
+    model = add_lora(tiny_qa_model(), r=4, alpha=8, target_modules=["x_proj"]).cuda().train()
+    plain = tiny_qa_model().cuda().train()
+    fused_outputs, current = [], modeling_mamba.mamba_inner_fn
+
+    def spy(*args, **kwargs):
+        output = current(*args, **kwargs)
+        fused_outputs.append(output is not None)
+        return output
+
+    monkeypatch.setattr(modeling_mamba, "mamba_inner_fn", spy)
+    inputs = {
+        "input_ids": torch.randint(2, 64, (2, 16), device="cuda"),
+        "start_positions": torch.tensor([1, 2], device="cuda"),
+        "end_positions": torch.tensor([2, 3], device="cuda"),
+    }
+    layers = plain.config.num_hidden_layers
+    plain(**inputs).loss.backward()
+    assert fused_outputs == [True] * layers  # the fused kernel ran
+    fused_outputs.clear()
+    model(**inputs).loss.backward()
+    assert fused_outputs == [False] * layers  # adapted mixers took the unfused path
+    grads = {name: p.grad for name, p in model.named_parameters() if "x_proj.lora_B" in name}
+    assert len(grads) == layers and all(g is not None and g.abs().sum() > 0 for g in grads.values())
+
+
 def test_transformers_still_bypasses_dt_proj_and_calls_x_proj():
     """Pins the facts behind add_lora's dt_proj refusal and x_proj default (fails when transformers changes)."""
     model = tiny_qa_model().train()
