@@ -387,6 +387,24 @@ def test_run_qa_lora_trains_only_adapters_and_head_and_saves_merged(
         )
 
 
+def _kernels_importable() -> bool:
+    from biomamba_hf import ops
+
+    return ops.cuda_kernels_available()
+
+
+def _cuda_kernels() -> bool:
+    return torch.cuda.is_available() and _kernels_importable()
+
+
+#: With mamba-ssm installed, transformers hands CPU tensors to its CUDA kernels: CPU training tests cannot run there
+#: (the GPU test below covers such a machine).
+cpu_training_only = pytest.mark.skipif(
+    _kernels_importable(),
+    reason="mamba-ssm is installed: transformers would send these CPU tensors to its CUDA kernels",
+)
+
+
 def tiny_qa_model(vocab_size=64):
     from biomamba_hf import MambaForQuestionAnswering
 
@@ -394,6 +412,7 @@ def tiny_qa_model(vocab_size=64):
     return MambaForQuestionAnswering(tiny_config(vocab_size, use_mambapy=False))
 
 
+@cpu_training_only
 def test_add_lora_trains_exactly_the_adapters_and_the_head():
     model = add_lora(tiny_qa_model(), r=4, alpha=8)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
@@ -418,6 +437,7 @@ def test_add_lora_trains_exactly_the_adapters_and_the_head():
     assert qa_training.unchanged_parameters(model, {n: before[n] for n in trainable}) == []
 
 
+@cpu_training_only
 def test_an_x_proj_adapter_trains_where_the_fused_kernel_would_bypass_it(monkeypatch):
     """With mamba-ssm, transformers' training step hands x_proj.weight to the fused mamba_inner_fn, bypassing an
     adapter. A stand-in for that kernel (it multiplies by raw weights, as the CUDA one does) shows the routing: mixers
@@ -455,12 +475,6 @@ def test_an_x_proj_adapter_trains_where_the_fused_kernel_would_bypass_it(monkeyp
     merged = qa_training.merge_lora(model)
     merged(**inputs).loss.backward()  # and so does the merged one: its adapters are gone
     assert len(fused_calls) == 2 * layers
-
-
-def _cuda_kernels() -> bool:
-    from biomamba_hf import ops
-
-    return torch.cuda.is_available() and ops.cuda_kernels_available()
 
 
 @pytest.mark.skipif(not _cuda_kernels(), reason="needs a CUDA GPU with mamba-ssm and causal-conv1d")
