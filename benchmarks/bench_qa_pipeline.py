@@ -90,10 +90,9 @@ def load_examples(data_dir: Path | None, num_questions: int) -> tuple[list[dict]
 
 
 def load_tokenizers(data_dir: Path | None, examples: list[dict]):
-    from tokenizers import BertWordPieceTokenizer, processors
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers import AutoTokenizer
 
-    from biomamba_hf.tokenization import train_bpe_tokenizer
+    from biomamba_hf.tokenization import train_bpe_tokenizer, train_wordpiece_tokenizer
 
     texts = [e["context"] for e in examples] + [e["question"] for e in examples]
     neox = data_dir / "tokenizers" / "gpt-neox-20b" if data_dir is not None else None
@@ -103,21 +102,7 @@ def load_tokenizers(data_dir: Path | None, examples: list[dict]):
     else:
         mamba_tokenizer = train_bpe_tokenizer(texts * 2, vocab_size=2000)
         mamba_source = "byte-level BPE trained on the contexts"
-    wordpiece = BertWordPieceTokenizer(lowercase=False)
-    wordpiece.train_from_iterator(texts, vocab_size=28996)
-    backend = wordpiece._tokenizer
-    backend.post_processor = processors.BertProcessing(
-        ("[SEP]", backend.token_to_id("[SEP]")), ("[CLS]", backend.token_to_id("[CLS]"))
-    )
-    bert_tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        mask_token="[MASK]",
-        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
-    )
+    bert_tokenizer = train_wordpiece_tokenizer(texts, vocab_size=28996)
     return mamba_tokenizer, mamba_source, bert_tokenizer
 
 

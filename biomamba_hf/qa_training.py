@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from .metrics.bioasq import MAX_CANDIDATES, bioasq_factoid_batches, flatten_scores, merge_nbest, write_submission
 from .modeling import QA_LAYOUTS
 from .qa import extract_answers, prepare_qa_features
-from .training import BiomambaTrainingArguments, ResumableTrainer
+from .training import BiomambaTrainer, BiomambaTrainingArguments
 
 if TYPE_CHECKING:
     import torch
@@ -93,9 +93,9 @@ class QATrainingArguments(BiomambaTrainingArguments):
     starting checkpoint on the test sets (metrics prefixed ``initial_``)."""
 
 
-class QATrainer(ResumableTrainer):
+class QATrainer(BiomambaTrainer):
     """``Trainer`` for QA fine-tuning; like every trainer of the package it does not train past ``max_steps`` when it
-    resumes (see :class:`biomamba_hf.training.ResumableTrainer`)."""
+    resumes, and compiles the norms with ``--compile_norms`` (see :class:`biomamba_hf.training.BiomambaTrainer`)."""
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -329,6 +329,32 @@ def configure_mamba_code_path(config, device) -> str:
     return path
 
 
+def load_task_model(auto_class, model_args, config, tokenizer, device):
+    """The model of a fine-tuning script: ``model_args.model_name_or_path`` loaded with ``config`` (safetensors only
+    unless ``--allow_pickle_weights``, see :func:`biomamba_hf.reliability.from_pretrained_safely`), or a random init
+    of ``config``; the portable scan is switched on and the Mamba code path picked for ``device``; the tokenizer gets
+    its pad and separator tokens (the embeddings grow when they have no room). Returns ``(model, code path)``."""
+    from .ops import enable_fast_scan
+    from .reliability import from_pretrained_safely
+    from .tokenization import prepare_tokenizer_for_qa
+
+    # The package's portable scan on CPU (idempotent; BIOMAMBA_FAST_SCAN=0 opts out; CUDA kernels keep precedence).
+    enable_fast_scan()
+    code_path = configure_mamba_code_path(config, device)
+    if model_args.model_name_or_path:
+        model = from_pretrained_safely(
+            auto_class,
+            model_args.model_name_or_path,
+            allow_pickle=model_args.allow_pickle_weights,
+            config=config,
+            **model_args.hub_kwargs,
+        )
+    else:
+        model = auto_class.from_config(config)
+    prepare_tokenizer_for_qa(tokenizer, model)
+    return model, code_path
+
+
 def run_summary_lines(
     *,
     world_size: int,
@@ -420,12 +446,23 @@ def _token_level_metrics(eval_prediction) -> dict[str, float]:
     return {"token_loss": float(total_nll / count), "num_predictions": int(count)}
 
 
-class ResumableTrainer(Trainer):
-    """``Trainer`` that trains nothing more when it resumes from a checkpoint that already reached ``max_steps``.
+class BiomambaTrainer(Trainer):
+    """The ``Trainer`` of the package's scripts, for :class:`BiomambaTrainingArguments`.
 
-    transformers 5.24 runs one more optimizer step in that case (a run killed while saving its final model, then
-    rerun), so the rerun would not reproduce the uninterrupted run.
+    * It trains nothing more when it resumes from a checkpoint that already reached ``max_steps``: transformers 5.24
+      runs one more optimizer step in that case (a run killed while saving its final model, then rerun), so the
+      rerun would not reproduce the uninterrupted run.
+    * With ``--compile_norms`` it compiles the model's RMS norms (:func:`biomamba_hf.speed.compile_non_scan_parts`;
+      a clear error for a model that is not a Mamba model).
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if getattr(self.args, "compile_norms", False):
+            from .speed import compile_non_scan_parts
+
+            compile_non_scan_parts(self.model)
+            logging.getLogger(__name__).info("torch.compile: the RMS norms (--compile_norms)")
 
     def _run_epoch(self, *args, **kwargs):
         if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
@@ -434,7 +471,7 @@ class ResumableTrainer(Trainer):
         return super()._run_epoch(*args, **kwargs)
 
 
-class CausalLMTrainer(ResumableTrainer):
+class CausalLMTrainer(BiomambaTrainer):
     """``Trainer`` whose evaluation loss is the exact token-level mean (see the module docstring).
 
     The stock evaluation loop averages per-batch losses, which weights a short or padded last batch like a full one.

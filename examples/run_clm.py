@@ -434,11 +434,6 @@ def main(argv: list[str] | None = None) -> dict:
             kernel,
             training_args.loss_chunk_size,
         )
-    if training_args.compile_norms:
-        from biomamba_hf.speed import compile_non_scan_parts
-
-        compile_non_scan_parts(model)  # a clear error for a model that is not a Mamba model
-        logger.info("torch.compile: the RMS norms (--compile_norms)")
 
     block_size = data_args.block_size
     train_dataset = eval_dataset = None

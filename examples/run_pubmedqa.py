@@ -102,9 +102,7 @@ def load_model_and_tokenizer(model_args, device):
 
     from biomamba_hf import prepare_tokenizer_for_qa
     from biomamba_hf.data.pubmedqa import LABELS
-    from biomamba_hf.ops import enable_fast_scan
-    from biomamba_hf.reliability import from_pretrained_safely
-    from biomamba_hf.training import config_from_overrides, configure_mamba_code_path
+    from biomamba_hf.training import config_from_overrides, load_task_model
 
     hub_kwargs = model_args.hub_kwargs
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub_kwargs)
@@ -121,20 +119,7 @@ def load_model_and_tokenizer(model_args, device):
         config.update(labels)
         if "vocab_size" not in (model_args.config_overrides or ""):
             config.vocab_size = -(-len(tokenizer) // 8) * 8
-    # The package's portable scan on CPU (idempotent; BIOMAMBA_FAST_SCAN=0 opts out; CUDA kernels keep precedence).
-    enable_fast_scan()
-    code_path = configure_mamba_code_path(config, device)
-    if model_args.model_name_or_path:
-        model = from_pretrained_safely(
-            AutoModelForSequenceClassification,
-            model_args.model_name_or_path,
-            allow_pickle=model_args.allow_pickle_weights,
-            config=config,
-            **hub_kwargs,
-        )
-    else:
-        model = AutoModelForSequenceClassification.from_config(config)
-    prepare_tokenizer_for_qa(tokenizer, model)
+    model, code_path = load_task_model(AutoModelForSequenceClassification, model_args, config, tokenizer, device)
     return model, tokenizer, code_path
 
 
@@ -142,10 +127,11 @@ def main(argv: list[str] | None = None) -> dict:
     """Run; returns the metrics written to ``all_results.json``."""
     import datasets
     import numpy as np
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
     from biomamba_hf.data.pubmedqa import LABELS, classification_metrics, encode_pubmedqa, load_pubmedqa
-    from biomamba_hf.qa_training import QADataCollator, resolve_data_path
+    from biomamba_hf.qa_training import QADataCollator, QATrainer, resolve_data_path
+    from biomamba_hf.reliability import reliability_callbacks
     from biomamba_hf.training import check_output_dir, setup_logging
 
     model_args, data_args, training_args = parse_args(argv)
@@ -171,10 +157,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     model, tokenizer, code_path = load_model_and_tokenizer(model_args, training_args.device)
     logger.info("Mamba code path: %s", code_path)
-    if training_args.compile_norms:
-        from biomamba_hf.speed import compile_non_scan_parts
-
-        compile_non_scan_parts(model)  # a clear error for a model that is not a Mamba model
 
     def encode(rows):
         return datasets.Dataset.from_dict(
@@ -203,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         return classification_metrics(np.argmax(logits, axis=-1), eval_prediction.label_ids, len(LABELS))
 
-    trainer = Trainer(
+    trainer = QATrainer(
         model=model,
         args=training_args,
         train_dataset=encoded["train"] if training_args.do_train else None,
@@ -211,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
         processing_class=tokenizer,
         data_collator=QADataCollator(pad_token_id=tokenizer.pad_token_id),
         compute_metrics=compute_metrics,
+        callbacks=reliability_callbacks(),
     )
 
     results: dict = {}

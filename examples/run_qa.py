@@ -231,10 +231,8 @@ def load_model_and_tokenizer(model_args, device):
     from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
 
     from biomamba_hf import prepare_tokenizer_for_qa
-    from biomamba_hf.ops import enable_fast_scan
     from biomamba_hf.qa_training import resolve_qa_layout
-    from biomamba_hf.reliability import from_pretrained_safely
-    from biomamba_hf.training import config_from_overrides, configure_mamba_code_path
+    from biomamba_hf.training import config_from_overrides, load_task_model
 
     hub_kwargs = model_args.hub_kwargs
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub_kwargs)
@@ -252,20 +250,7 @@ def load_model_and_tokenizer(model_args, device):
                 setattr(config, name, getattr(tokenizer, name))
         source = f"a random {model_args.model_type} init"
     layout = resolve_qa_layout(model_args.qa_layout, config, source)
-    # The package's portable scan on CPU (idempotent; BIOMAMBA_FAST_SCAN=0 opts out; CUDA kernels keep precedence).
-    enable_fast_scan()
-    code_path = configure_mamba_code_path(config, device)
-    if model_args.model_name_or_path:
-        model = from_pretrained_safely(
-            AutoModelForQuestionAnswering,
-            model_args.model_name_or_path,
-            allow_pickle=model_args.allow_pickle_weights,
-            config=config,
-            **hub_kwargs,
-        )
-    else:
-        model = AutoModelForQuestionAnswering.from_config(config)
-    prepare_tokenizer_for_qa(tokenizer, model)
+    model, code_path = load_task_model(AutoModelForQuestionAnswering, model_args, config, tokenizer, device)
     return model, tokenizer, layout, code_path
 
 
@@ -326,10 +311,6 @@ def main(argv: list[str] | None = None) -> dict:
             dropout=model_args.lora_dropout,
             target_modules=model_args.lora_targets,
         )
-    if training_args.compile_norms:
-        from biomamba_hf.speed import compile_non_scan_parts
-
-        compile_non_scan_parts(model)  # a clear error for a model that is not a Mamba model
     feature_kwargs = {
         "layout": layout,
         "max_seq_length": data_args.max_seq_length,

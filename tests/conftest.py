@@ -39,21 +39,7 @@ def clm_dir(tmp_path_factory, tokenizer_dir):
 def bert_tokenizer():
     """A BERT-style WordPiece tokenizer ([CLS] question [SEP] context [SEP]), to test the generic "pair" layout."""
     from helpers import SENTENCES
-    from tokenizers import BertWordPieceTokenizer, processors
-    from transformers import PreTrainedTokenizerFast
 
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(SENTENCES * 5, vocab_size=300)
-    backend = wordpiece._tokenizer
-    backend.post_processor = processors.BertProcessing(
-        ("[SEP]", backend.token_to_id("[SEP]")), ("[CLS]", backend.token_to_id("[CLS]"))
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        mask_token="[MASK]",
-        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
-    )
+    from biomamba_hf.tokenization import train_wordpiece_tokenizer
+
+    return train_wordpiece_tokenizer(SENTENCES * 5, vocab_size=300, lowercase=True)

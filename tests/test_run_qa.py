@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import SENTENCES, data_dir, example_script, record_compiled_modules, tiny_config
 
-from biomamba_hf import qa_training
+from biomamba_hf import ops, qa_training
 from biomamba_hf.data.bioasq import load_test_references
 from biomamba_hf.metrics import bioasq_factoid_batches, load_predictions, merge_nbest
 from biomamba_hf.qa_training import add_lora, check_disjoint, resolve_qa_layout
@@ -387,20 +387,10 @@ def test_run_qa_lora_trains_only_adapters_and_head_and_saves_merged(
         )
 
 
-def _kernels_importable() -> bool:
-    from biomamba_hf import ops
-
-    return ops.cuda_kernels_available()
-
-
-def _cuda_kernels() -> bool:
-    return torch.cuda.is_available() and _kernels_importable()
-
-
 #: With mamba-ssm installed, transformers hands CPU tensors to its CUDA kernels: CPU training tests cannot run there
 #: (the GPU test below covers such a machine).
 cpu_training_only = pytest.mark.skipif(
-    _kernels_importable(),
+    ops.cuda_kernels_available(),
     reason="mamba-ssm is installed: transformers would send these CPU tensors to its CUDA kernels",
 )
 
@@ -477,7 +467,10 @@ def test_an_x_proj_adapter_trains_where_the_fused_kernel_would_bypass_it(monkeyp
     assert len(fused_calls) == 2 * layers
 
 
-@pytest.mark.skipif(not _cuda_kernels(), reason="needs a CUDA GPU with mamba-ssm and causal-conv1d")
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and ops.cuda_kernels_available()),
+    reason="needs a CUDA GPU with mamba-ssm and causal-conv1d",
+)
 def test_an_x_proj_adapter_trains_on_the_cuda_kernel_path(monkeypatch):
     """The same routing with the real fused kernel: it serves a model without adapters, adapted mixers leave it, and
     their x_proj adapters get gradients."""

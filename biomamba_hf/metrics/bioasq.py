@@ -579,6 +579,13 @@ def load_golden_batches(paths: PathLike | Iterable[PathLike], question_types: It
     return batches
 
 
+def _is_candidate_list(answer) -> bool:
+    """A ranked list of candidates, each a string or a list of synonym strings."""
+    return isinstance(answer, list) and all(
+        isinstance(c, str) or (isinstance(c, list) and all(isinstance(s, str) for s in c)) for c in answer
+    )
+
+
 def load_predictions(path: PathLike) -> dict[str, list[Candidate]]:
     """Read predictions: our ``{question id: [answer, ...]}`` JSON or a BioASQ submission ``{"questions": [...]}``.
 
@@ -605,9 +612,7 @@ def load_predictions(path: PathLike) -> dict[str, list[Candidate]]:
             if qid in predictions:
                 raise ValueError(f"{path}: question {qid!r} (questions[{i}]) is listed twice; list each question once")
             answer = question.get("exact_answer", [])
-            if not isinstance(answer, list) or not all(
-                isinstance(c, str) or (isinstance(c, list) and all(isinstance(s, str) for s in c)) for c in answer
-            ):
+            if not _is_candidate_list(answer):
                 raise ValueError(
                     f"{path}: question {qid!r} (questions[{i}]): field 'exact_answer' must be a list of candidates "
                     f'such as [["cand1"], ["cand2"]], got {answer!r}'
@@ -617,9 +622,7 @@ def load_predictions(path: PathLike) -> dict[str, list[Candidate]]:
     for qid, answer in data.items():
         if isinstance(answer, str):
             answer = [answer]
-        if not isinstance(answer, list) or not all(
-            isinstance(c, str) or (isinstance(c, list) and all(isinstance(s, str) for s in c)) for c in answer
-        ):
+        if not _is_candidate_list(answer):
             raise ValueError(
                 f"{path}: question {qid!r}: the value must be a ranked list of answer strings such as "
                 f'["cand1", "cand2"], got {answer!r}'
