@@ -8,6 +8,8 @@ return the standard ``ModelOutput`` dataclasses.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from transformers import MambaConfig, MambaModel, MambaPreTrainedModel
@@ -18,12 +20,28 @@ QA_LAYOUTS = ("question_first", "repeat_context")
 DEFAULT_QA_LAYOUT = "question_first"
 
 
+def check_qa_layout(layout, source: str, allowed: Sequence[str] = QA_LAYOUTS) -> str:
+    """Return ``layout`` if it is one of ``allowed`` (by default :data:`QA_LAYOUTS`), else raise.
+
+    This is the one place the rule lives; every reader of a QA layout (model configs, script flags, feature
+    preparation) calls it. ``source`` says where the value came from (``"config.qa_layout"``, ``"--qa_layout"``,
+    ``"layout="``) and is named in the error.
+
+    >>> check_qa_layout("repeat_context", "--qa_layout")
+    'repeat_context'
+    >>> check_qa_layout("sideways", "--qa_layout")
+    Traceback (most recent call last):
+    ...
+    ValueError: --qa_layout 'sideways' is not a QA layout; use one of question_first, repeat_context.
+    """
+    if layout not in allowed:
+        raise ValueError(f"{source} {layout!r} is not a QA layout; use one of {', '.join(allowed)}.")
+    return layout
+
+
 def get_qa_layout(config) -> str:
     """The QA input layout a config records (``config.qa_layout``), defaulting to ``"question_first"``."""
-    layout = getattr(config, "qa_layout", None) or DEFAULT_QA_LAYOUT
-    if layout not in QA_LAYOUTS:
-        raise ValueError(f"config.qa_layout={layout!r} is not a known QA layout; use one of {', '.join(QA_LAYOUTS)}.")
-    return layout
+    return check_qa_layout(getattr(config, "qa_layout", None) or DEFAULT_QA_LAYOUT, "config.qa_layout")
 
 
 class MambaForQuestionAnswering(MambaPreTrainedModel):
