@@ -1,9 +1,14 @@
-"""Task heads for Mamba that transformers does not ship: extractive question answering and sequence classification.
+"""Task heads for Mamba and Mamba-2 that transformers does not ship: extractive QA and sequence classification.
 
-Both heads follow the layout of transformers' ``models/mamba/modeling_mamba.py``: they subclass
-``MambaPreTrainedModel``, keep the body at ``self.backbone`` (so checkpoints of ``MambaForCausalLM`` such as
-``state-spaces/mamba-130m-hf`` load into them with only the head newly initialised), call ``post_init()`` last and
-return the standard ``ModelOutput`` dataclasses.
+The heads follow the layout of transformers' ``models/mamba/modeling_mamba.py``: they subclass
+``MambaPreTrainedModel`` (``Mamba2PreTrainedModel`` for Mamba-2), keep the body at ``self.backbone`` (so checkpoints
+of ``MambaForCausalLM``/``Mamba2ForCausalLM`` such as ``state-spaces/mamba-130m-hf`` or ``state-spaces/mamba2-130m``
+load into them with only the head newly initialised), call ``post_init()`` last and return the standard
+``ModelOutput`` dataclasses.
+
+Both backbones take the same arguments and return ``last_hidden_state``, so the head logic is written once, in
+:class:`QuestionAnsweringHeadMixin` and :class:`SequenceClassificationHeadMixin`; each model class only names its
+backbone.
 """
 
 from __future__ import annotations
@@ -12,7 +17,14 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from transformers import MambaConfig, MambaModel, MambaPreTrainedModel
+from transformers import (
+    Mamba2Config,
+    Mamba2Model,
+    Mamba2PreTrainedModel,
+    MambaConfig,
+    MambaModel,
+    MambaPreTrainedModel,
+)
 from transformers.modeling_outputs import QuestionAnsweringModelOutput, SequenceClassifierOutput
 
 #: Input layouts for extractive QA with a left-to-right model (see :mod:`biomamba_hf.qa`).
@@ -44,22 +56,23 @@ def get_qa_layout(config) -> str:
     return check_qa_layout(getattr(config, "qa_layout", None) or DEFAULT_QA_LAYOUT, "config.qa_layout")
 
 
-class MambaForQuestionAnswering(MambaPreTrainedModel):
-    """Mamba with a span-extraction head (a linear layer giving start and end logits for every token).
+class QuestionAnsweringHeadMixin:
+    """The span-extraction head shared by :class:`MambaForQuestionAnswering` and :class:`Mamba2ForQuestionAnswering`.
 
-    The model reads the sequence built by :func:`biomamba_hf.qa.prepare_qa_features` for ``config.qa_layout``.
-    It never builds a recurrent cache and accepts (and ignores) ``token_type_ids`` so that generic QA code written
-    for BERT-style models can call it unchanged.
+    A linear layer (``self.qa_outputs``) gives start and end logits for every token of ``self.backbone``'s last
+    hidden state. The model reads the sequence built by :func:`biomamba_hf.qa.prepare_qa_features` for
+    ``config.qa_layout``. It never builds a recurrent cache and accepts (and ignores) ``token_type_ids`` so that
+    generic QA code written for BERT-style models can call it unchanged.
+
+    A class using it subclasses a ``PreTrainedModel`` after the mixin and calls :meth:`_init_qa_head` in its
+    ``__init__`` after creating ``self.backbone``, then ``post_init()``.
     """
 
-    def __init__(self, config: MambaConfig):
-        super().__init__(config)
+    def _init_qa_head(self, config) -> None:
         if getattr(config, "qa_layout", None) is None:
             config.qa_layout = DEFAULT_QA_LAYOUT
         get_qa_layout(config)  # validates
-        self.backbone = MambaModel(config)
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
-        self.post_init()
 
     def get_input_embeddings(self):
         return self.backbone.get_input_embeddings()
@@ -118,20 +131,21 @@ class MambaForQuestionAnswering(MambaPreTrainedModel):
         )
 
 
-class MambaForSequenceClassification(MambaPreTrainedModel):
-    """Mamba with a classification head on the state of the last real (non-padding) token.
+class SequenceClassificationHeadMixin:
+    """The classification head shared by :class:`MambaForSequenceClassification` and
+    :class:`Mamba2ForSequenceClassification`: a linear layer (``self.score``) on the state of the last real token.
 
     A left-to-right model has read the whole input only at its last token, so that is what is pooled. With an
     ``attention_mask`` the last position whose mask is 1 is used (left or right padding both work); without one, the
     last token before the first ``config.pad_token_id``.
+
+    A class using it subclasses a ``PreTrainedModel`` after the mixin and calls :meth:`_init_classification_head`
+    in its ``__init__`` after creating ``self.backbone``, then ``post_init()``.
     """
 
-    def __init__(self, config: MambaConfig):
-        super().__init__(config)
+    def _init_classification_head(self, config) -> None:
         self.num_labels = config.num_labels
-        self.backbone = MambaModel(config)
         self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
-        self.post_init()
 
     def get_input_embeddings(self):
         return self.backbone.get_input_embeddings()
@@ -167,6 +181,7 @@ class MambaForSequenceClassification(MambaPreTrainedModel):
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Class indices (cross-entropy), or float targets when `config.num_labels == 1` (mean squared error) or
             `config.problem_type == "multi_label_classification"` (binary cross-entropy).
+        token_type_ids: accepted for compatibility with BERT-style callers and ignored.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.backbone(
@@ -203,3 +218,49 @@ class MambaForSequenceClassification(MambaPreTrainedModel):
             output = (logits,) + ((outputs.hidden_states,) if output_hidden_states else ())
             return ((loss,) + output) if loss is not None else output
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
+class MambaForQuestionAnswering(QuestionAnsweringHeadMixin, MambaPreTrainedModel):
+    """Mamba with a span-extraction head (see :class:`QuestionAnsweringHeadMixin` for inputs and outputs)."""
+
+    def __init__(self, config: MambaConfig):
+        super().__init__(config)
+        self.backbone = MambaModel(config)
+        self._init_qa_head(config)
+        self.post_init()
+
+
+class MambaForSequenceClassification(SequenceClassificationHeadMixin, MambaPreTrainedModel):
+    """Mamba with a classification head on the last real token (see :class:`SequenceClassificationHeadMixin`)."""
+
+    def __init__(self, config: MambaConfig):
+        super().__init__(config)
+        self.backbone = MambaModel(config)
+        self._init_classification_head(config)
+        self.post_init()
+
+
+class Mamba2ForQuestionAnswering(QuestionAnsweringHeadMixin, Mamba2PreTrainedModel):
+    """Mamba-2 with a span-extraction head (see :class:`QuestionAnsweringHeadMixin` for inputs and outputs).
+
+    Loads checkpoints of ``Mamba2ForCausalLM`` (e.g. ``state-spaces/mamba2-130m``) with only ``qa_outputs`` new.
+    """
+
+    def __init__(self, config: Mamba2Config):
+        super().__init__(config)
+        self.backbone = Mamba2Model(config)
+        self._init_qa_head(config)
+        self.post_init()
+
+
+class Mamba2ForSequenceClassification(SequenceClassificationHeadMixin, Mamba2PreTrainedModel):
+    """Mamba-2 with a classification head on the last real token (see :class:`SequenceClassificationHeadMixin`).
+
+    Loads checkpoints of ``Mamba2ForCausalLM`` (e.g. ``state-spaces/mamba2-130m``) with only ``score`` new.
+    """
+
+    def __init__(self, config: Mamba2Config):
+        super().__init__(config)
+        self.backbone = Mamba2Model(config)
+        self._init_classification_head(config)
+        self.post_init()

@@ -40,22 +40,30 @@ def _register_auto_model(auto_class, config_class, model_class) -> None:
 
 
 def register() -> None:
-    """Register the Mamba task heads with the Auto classes and our QA pipeline with ``transformers.pipeline``.
+    """Register the Mamba and Mamba-2 task heads with the Auto classes and our QA pipeline with ``pipeline()``.
 
     Called on ``import biomamba_hf``; calling it again changes nothing.
     """
     from transformers import (
         AutoModelForQuestionAnswering,
         AutoModelForSequenceClassification,
+        Mamba2Config,
         MambaConfig,
     )
     from transformers.pipelines import PIPELINE_REGISTRY
 
-    from .modeling import MambaForQuestionAnswering, MambaForSequenceClassification
+    from .modeling import (
+        Mamba2ForQuestionAnswering,
+        Mamba2ForSequenceClassification,
+        MambaForQuestionAnswering,
+        MambaForSequenceClassification,
+    )
     from .pipelines import QuestionAnsweringPipeline, SafetensorsAutoModelForQuestionAnswering
 
     _register_auto_model(AutoModelForQuestionAnswering, MambaConfig, MambaForQuestionAnswering)
     _register_auto_model(AutoModelForSequenceClassification, MambaConfig, MambaForSequenceClassification)
+    _register_auto_model(AutoModelForQuestionAnswering, Mamba2Config, Mamba2ForQuestionAnswering)
+    _register_auto_model(AutoModelForSequenceClassification, Mamba2Config, Mamba2ForSequenceClassification)
 
     _allow_question_answering_task()
     current = PIPELINE_REGISTRY.supported_tasks.get(QA_TASK)
