@@ -1,0 +1,358 @@
+"""A portable Mamba-2 path: chunked SSD (state-space duality) in plain PyTorch with memory linear in the length.
+
+Without mamba-ssm's kernels (CPU users, Macs, GPUs without a kernel build) transformers runs Mamba-2 through a
+reference SSD that, besides the within-chunk ``(chunk x chunk)`` products, mixes every chunk's state into every later
+one through a ``(chunks x chunks)`` product (so time and memory grow faster than the length), and autograd keeps all
+of its ``(batch, chunks, chunk, chunk, heads)`` intermediates for the backward. :func:`ssd_scan` computes the same
+function (``h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t``, ``y_t = C_t h_t + D x_t``, per head) as
+
+* within each chunk, the quadratic "attention-like" form (``chunk x chunk`` per chunk and head);
+* between chunks, a recurrence over the ``(batch, heads, head_dim, state)`` states, one step per chunk;
+* ``B``/``C`` stay per group (never repeated to all heads);
+* for training, the whole computation runs under activation checkpointing (``torch.utils.checkpoint``, non-reentrant):
+  autograd saves only the inputs, and the backward recomputes the forward once and differentiates it. Nothing of size
+  ``length x chunk`` or ``length x heads x state`` outlives the layer's forward; the transient working set of one
+  layer is ``O(length x chunk x heads)`` (linear in the length).
+
+Everything accumulates in float32 and the output is float32, as in transformers' reference.
+
+Hooking in (:func:`install_mamba2_fast_path`), by what the installed transformers has:
+
+* ``modeling_mamba2.mamba2_chunk_scan`` (newer releases: the mixer calls this module-level function, which
+  transformers binds to mamba-ssm's ``mamba_chunk_scan_combined`` when that imports, else to its reference): the name
+  is rebound to a dispatcher that keeps the original for CUDA tensors when it is mamba-ssm's kernel and calls
+  :func:`mamba2_chunk_scan` otherwise. This covers training, scoring and a prompt's prefill with a cache (initial and
+  final states); single-token decoding steps keep transformers' recurrent update.
+* ``Mamba2Mixer.torch_forward`` (older releases: ``forward`` picks ``cuda_kernels_forward`` for CUDA with the kernels,
+  else ``torch_forward``): the method is replaced at class level by :func:`mamba2_forward`, which runs the full-sequence
+  forward (in_proj, conv, SSD, the module's own gated RMSNorm and out_proj, the gated norm included in the recomputed
+  region) and hands calls with a cache to the original ``torch_forward``.
+
+Opt out with ``BIOMAMBA_FAST_SCAN=0`` (the same switch as Mamba-1's fast scan) or :func:`uninstall_mamba2_fast_path`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import os
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+__all__ = [
+    "MAMBA2_FAST_PATH_NAME",
+    "install_mamba2_fast_path",
+    "mamba2_chunk_scan",
+    "mamba2_code_path",
+    "mamba2_fast_path_active",
+    "mamba2_forward",
+    "ssd_scan",
+    "uninstall_mamba2_fast_path",
+]
+
+MAMBA2_FAST_PATH_NAME = "biomamba_hf portable chunked SSD (PyTorch)"
+FAST_SCAN_ENV = "BIOMAMBA_FAST_SCAN"  # the same switch as biomamba_hf.ops.FAST_SCAN_ENV
+_CHUNK_SCAN_ATTRIBUTE = "mamba2_chunk_scan"
+_TORCH_FORWARD_ATTRIBUTE = "torch_forward"
+
+logger = logging.getLogger(__name__)
+
+# What install_mamba2_fast_path replaced: ("chunk_scan" | "torch_forward", the original callable), or None.
+_installed: tuple[str, object] | None = None
+_logged = False
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the SSD
+
+
+def default_chunk_size(device: torch.device | str, configured: int) -> int:
+    """Chunk length used by the portable path. The result does not depend on it (up to rounding); speed does: on CPU
+    64 keeps the ``chunk x chunk`` blocks cache-resident and the quadratic work small, on accelerators the configured
+    size (256 for the released checkpoints) means fewer, larger matmuls."""
+    device_type = getattr(device, "type", str(device)).split(":")[0]
+    return min(int(configured), 64) if device_type == "cpu" else int(configured)
+
+
+def _ssd_forward(x, dt, A, B, C, D, initial_states, chunk_size: int):
+    """The SSD of float32 inputs ``x (b, l, h, p)``, ``dt (b, l, h)`` (already softplus'ed and clamped), ``A (h,)``,
+    ``B``/``C (b, l, g, n)``, ``D (h,)`` or ``None``, ``initial_states (b, h, p, n)`` or ``None``.
+    Returns ``(y (b, l, h, p), final_state (b, h, p, n))``."""
+    batch, length, heads, head_dim = x.shape
+    groups, state = B.shape[2], B.shape[3]
+    per_group = heads // groups
+    q = chunk_size
+    chunks = -(-length // q)
+    pad = chunks * q - length
+    x_in = x
+    if pad:  # zero dt at padded positions: decay 1 and no input, so the final state is the state after `length`
+        x, dt, B, C = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
+    x = x.view(batch, chunks, q, heads, head_dim)
+    dt = dt.view(batch, chunks, q, heads)
+    B = B.view(batch, chunks, q, groups, state)
+    C = C.view(batch, chunks, q, groups, state)
+
+    a_cumsum = (dt * A).permute(0, 3, 1, 2).cumsum(-1)  # (b, h, c, q): log-decay from the chunk start
+    x_dt = x * dt[..., None]  # (b, c, q, h, p)
+
+    # 1. within each chunk: y_l = sum_{s <= l} (C_l . B_s) exp(a_l - a_s) x_s dt_s
+    causal = torch.ones(q, q, dtype=torch.bool, device=x.device).tril()
+    log_decay = (a_cumsum[..., :, None] - a_cumsum[..., None, :]).masked_fill(~causal, -float("inf"))
+    scores = torch.einsum("bclgn,bcsgn->bgcls", C, B)  # (b, g, c, q, q)
+    weights = scores[:, :, None] * torch.exp(log_decay).view(batch, groups, per_group, chunks, q, q)
+    y = torch.einsum("bhcls,bcshp->bclhp", weights.view(batch, heads, chunks, q, q), x_dt)
+
+    # 2. each chunk's contribution to the state at its end
+    to_end = torch.exp(a_cumsum[..., -1:] - a_cumsum).permute(0, 2, 3, 1)[..., None]  # (b, c, q, h, 1)
+    x_to_end = (x_dt * to_end).view(batch, chunks, q, groups, per_group, head_dim)
+    chunk_states = torch.einsum("bclgn,bclgrp->bcgrpn", B, x_to_end).reshape(batch, chunks, heads, head_dim, state)
+
+    # 3. between chunks: the state entering each chunk, one step per chunk (linear in the number of chunks)
+    chunk_decay = torch.exp(a_cumsum[..., -1]).permute(0, 2, 1)[..., None, None]  # (b, c, h, 1, 1)
+    current = initial_states if initial_states is not None else x.new_zeros(batch, heads, head_dim, state)
+    entering = []
+    for c in range(chunks):
+        entering.append(current)
+        current = chunk_decay[:, c] * current + chunk_states[:, c]
+    entering = torch.stack(entering, dim=1).view(batch, chunks, groups, per_group, head_dim, state)
+
+    # 4. the entering state's contribution inside each chunk, decayed to each position
+    y_state = torch.einsum("bclgn,bcgrpn->bclgrp", C, entering).reshape(batch, chunks, q, heads, head_dim)
+    y = y + y_state * torch.exp(a_cumsum).permute(0, 2, 3, 1)[..., None]
+    y = y.reshape(batch, chunks * q, heads, head_dim)[:, :length]
+    if D is not None:
+        y = y + x_in * D[:, None]
+    return y, current
+
+
+def ssd_scan(x, dt, A, B, C, chunk_size: int, D=None, initial_states=None):
+    """:func:`_ssd_forward` with a recomputing backward when gradients are needed (see the module docstring).
+    Inputs are cast to float32; returns ``(y, final_state)`` in float32."""
+    inputs = [t.float() if t is not None else None for t in (x, dt, A, B, C, D, initial_states)]
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        return checkpoint(_ssd_forward, *inputs, chunk_size, use_reentrant=False)
+    return _ssd_forward(*inputs, chunk_size)
+
+
+def mamba2_chunk_scan(
+    hidden_states,
+    dt,
+    A,
+    B,
+    C,
+    chunk_size,
+    D=None,
+    z=None,
+    dt_bias=None,
+    initial_states=None,
+    dt_softplus=False,
+    dt_limit=(0.0, float("inf")),
+    return_final_states=False,
+    **kwargs,
+):
+    """Same arguments and result as transformers' reference ``mamba2_chunk_scan`` (mamba-ssm's
+    ``mamba_chunk_scan_combined`` interface, without ``seq_idx``): ``hidden_states (b, l, h, p)``, ``dt (b, l, h)``,
+    ``B``/``C (b, l, g, n)``; returns the float32 output, and the final state when ``return_final_states``."""
+    _log_path_once()
+    if dt_bias is not None:
+        dt = dt + dt_bias.to(dt.dtype)
+    if dt_softplus:
+        dt = F.softplus(dt)
+    dt = torch.clamp(dt, min=dt_limit[0], max=dt_limit[1])
+    device = hidden_states.device
+    y, final_state = ssd_scan(
+        hidden_states, dt, A, B, C, default_chunk_size(device, chunk_size), D=D, initial_states=initial_states
+    )
+    if z is not None:
+        y = y * F.silu(z.float())
+    return (y, final_state) if return_final_states else y
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the mixer's full-sequence forward (for transformers releases whose mixer has `torch_forward`)
+
+
+def _mixer_middle(mixer, projected_states, attention_mask):
+    """in_proj output -> conv -> SSD -> gated RMSNorm, as transformers' ``torch_forward`` without a cache."""
+    batch, seq_len, _ = projected_states.shape
+    groups_state = mixer.n_groups * mixer.ssm_state_size
+    d_mlp = (projected_states.shape[-1] - 2 * mixer.intermediate_size - 2 * groups_state - mixer.num_heads) // 2
+    _, _, gate, xBC, dt = projected_states.split(
+        [d_mlp, d_mlp, mixer.intermediate_size, mixer.conv_dim, mixer.num_heads], dim=-1
+    )
+    xBC = mixer.act(mixer.conv1d(xBC.transpose(1, 2))[..., :seq_len].transpose(1, 2))
+    xBC = _apply_mask_to_padding_states(xBC, attention_mask)
+    x, B, C = torch.split(xBC, [mixer.intermediate_size, groups_state, groups_state], dim=-1)
+    dt = F.softplus(dt + mixer.dt_bias)
+    dt = torch.clamp(dt, mixer.time_step_limit[0], mixer.time_step_limit[1])
+    y, _ = _ssd_forward(
+        x.reshape(batch, seq_len, -1, mixer.head_dim).float(),
+        dt.float(),
+        -torch.exp(mixer.A_log.float()),
+        B.reshape(batch, seq_len, mixer.n_groups, -1).float(),
+        C.reshape(batch, seq_len, mixer.n_groups, -1).float(),
+        mixer.D,
+        None,
+        default_chunk_size(projected_states.device, mixer.chunk_size),
+    )
+    return mixer.norm(y.reshape(batch, seq_len, -1), gate)
+
+
+def mamba2_forward(mixer, hidden_states, cache_params=None, attention_mask=None, *args, **kwargs):
+    """``Mamba2Mixer.torch_forward`` with the portable SSD: the same result, memory linear in the length.
+
+    Calls with a cache (prefill and decoding) go to transformers' own ``torch_forward``; extra positional arguments of
+    older signatures (``cache_position``) are read by name from the original's signature by the installed method.
+    """
+    if cache_params is not None:
+        return _original_torch_forward()(mixer, hidden_states, cache_params, attention_mask, *args, **kwargs)
+    _log_path_once()
+    dtype = hidden_states.dtype
+    hidden_states = _apply_mask_to_padding_states(hidden_states, attention_mask)
+    projected_states = mixer.in_proj(hidden_states)
+    if torch.is_grad_enabled() and projected_states.requires_grad:
+        scan_output = checkpoint(_mixer_middle, mixer, projected_states, attention_mask, use_reentrant=False)
+    else:
+        scan_output = _mixer_middle(mixer, projected_states, attention_mask)
+    return mixer.out_proj(scan_output.to(dtype))
+
+
+def _apply_mask_to_padding_states(hidden_states, attention_mask):
+    """transformers' own masking of padded positions (its rules differ between releases)."""
+    from transformers.models.mamba2.modeling_mamba2 import apply_mask_to_padding_states
+
+    return apply_mask_to_padding_states(hidden_states, attention_mask)
+
+
+def _original_torch_forward():
+    if _installed is None or _installed[0] != "torch_forward":
+        from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer
+
+        return Mamba2Mixer.torch_forward
+    return _installed[1]
+
+
+def _torch_forward_replacement(original):
+    """A method with ``original``'s signature that routes calls without a cache to :func:`mamba2_forward`."""
+    signature = inspect.signature(original)
+
+    def torch_forward(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        arguments = bound.arguments
+        if arguments.get("cache_params") is not None:
+            return original(self, *args, **kwargs)
+        hidden_states = arguments.get("hidden_states", arguments.get("input_states"))
+        return mamba2_forward(self, hidden_states, None, arguments.get("attention_mask"))
+
+    torch_forward.__doc__ = mamba2_forward.__doc__
+    torch_forward._biomamba_original = original
+    return torch_forward
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# installing
+
+
+def _kernel_binding(original) -> bool:
+    """Whether transformers bound ``mamba2_chunk_scan`` to mamba-ssm's kernel rather than to its reference."""
+    try:
+        bound = inspect.getclosurevars(original).nonlocals
+        if "is_new_implementation" in bound:
+            return bool(bound["is_new_implementation"])
+    except (TypeError, ValueError):
+        pass
+    return importlib.util.find_spec("mamba_ssm") is not None
+
+
+def _dispatch_chunk_scan(*args, **kwargs):
+    """Stands in for transformers' ``mamba2_chunk_scan``: mamba-ssm's kernel for CUDA tensors where transformers bound
+    it, packed sequences (``seq_idx``/``cu_seqlens``) to transformers, else :func:`mamba2_chunk_scan`."""
+    original = _installed[1]
+    hidden_states = args[0] if args else kwargs["hidden_states"]
+    on_cuda = hidden_states.device.type == "cuda"
+    packed = kwargs.get("seq_idx") is not None or kwargs.get("cu_seqlens") is not None
+    if packed or (on_cuda and _kernel_binding(original)):
+        return original(*args, **kwargs)
+    return mamba2_chunk_scan(*args, **kwargs)
+
+
+def _log_path_once() -> None:
+    global _logged
+    if not _logged:
+        _logged = True
+        logger.info("Mamba-2 code path: %s", MAMBA2_FAST_PATH_NAME)
+
+
+def _opted_out() -> bool:
+    return os.environ.get(FAST_SCAN_ENV, "1").strip().lower() in {"0", "false", "no", "off"}
+
+
+def install_mamba2_fast_path() -> bool:
+    """Route transformers' Mamba-2 reference SSD through the portable path; returns whether it is active.
+
+    Idempotent. Does nothing (returns ``False``) when ``BIOMAMBA_FAST_SCAN`` is ``0``/``false``/``no``/``off``.
+    Raises ``RuntimeError`` when transformers has neither hook point (``mamba2_chunk_scan`` nor
+    ``Mamba2Mixer.torch_forward``), so an upstream refactor fails loudly instead of silently losing the path.
+    """
+    global _installed
+    if _opted_out():
+        return mamba2_fast_path_active()
+    if _installed is not None:
+        return True
+    from transformers.models.mamba2 import modeling_mamba2
+
+    current = getattr(modeling_mamba2, _CHUNK_SCAN_ATTRIBUTE, None)
+    if callable(current):
+        _installed = ("chunk_scan", current)
+        setattr(modeling_mamba2, _CHUNK_SCAN_ATTRIBUTE, _dispatch_chunk_scan)
+    elif callable(getattr(modeling_mamba2.Mamba2Mixer, _TORCH_FORWARD_ATTRIBUTE, None)):
+        original = modeling_mamba2.Mamba2Mixer.torch_forward
+        _installed = ("torch_forward", original)
+        modeling_mamba2.Mamba2Mixer.torch_forward = _torch_forward_replacement(original)
+    else:
+        raise RuntimeError(
+            "transformers.models.mamba2.modeling_mamba2 has neither `mamba2_chunk_scan` nor "
+            "`Mamba2Mixer.torch_forward`: the biomamba_hf portable Mamba-2 path cannot hook in; "
+            f"set {FAST_SCAN_ENV}=0 and report this at the biomamba_hf issue tracker"
+        )
+    return True
+
+
+def uninstall_mamba2_fast_path() -> None:
+    """Restore what :func:`install_mamba2_fast_path` replaced (idempotent)."""
+    global _installed, _logged
+    if _installed is None:
+        return
+    from transformers.models.mamba2 import modeling_mamba2
+
+    kind, original = _installed
+    if kind == "chunk_scan":
+        setattr(modeling_mamba2, _CHUNK_SCAN_ATTRIBUTE, original)
+    else:
+        modeling_mamba2.Mamba2Mixer.torch_forward = original
+    _installed = None
+    _logged = False
+
+
+def mamba2_fast_path_active() -> bool:
+    """True while transformers' Mamba-2 reference path is routed through the portable SSD."""
+    if _installed is None:
+        return False
+    from transformers.models.mamba2 import modeling_mamba2
+
+    if _installed[0] == "chunk_scan":
+        return getattr(modeling_mamba2, _CHUNK_SCAN_ATTRIBUTE, None) is _dispatch_chunk_scan
+    return getattr(modeling_mamba2.Mamba2Mixer.torch_forward, "_biomamba_original", None) is _installed[1]
+
+
+def mamba2_code_path(device="cpu") -> str:
+    """A short human-readable name of the Mamba-2 SSD implementation used on ``device``."""
+    device_type = getattr(device, "type", str(device)).split(":")[0]
+    if device_type == "cuda" and importlib.util.find_spec("mamba_ssm") is not None:
+        return "CUDA kernels (mamba-ssm)"
+    if mamba2_fast_path_active():
+        return MAMBA2_FAST_PATH_NAME
+    return "transformers PyTorch fallback (reference SSD)"
