@@ -43,3 +43,20 @@ def bert_tokenizer():
     from biomamba_hf.tokenization import train_wordpiece_tokenizer
 
     return train_wordpiece_tokenizer(SENTENCES * 5, vocab_size=300, lowercase=True)
+
+
+@pytest.fixture(scope="session")
+def mamba2_clm_dir(tmp_path_factory, tokenizer_dir):
+    """A tiny random Mamba2ForCausalLM saved as a converted state-spaces/mamba2-130m is: weights, config, tokenizer."""
+    import torch
+    from helpers import tiny_mamba2_config
+    from transformers import AutoTokenizer, Mamba2ForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    # Pad the vocabulary to a multiple of 16 past the tokenizer, as mamba2-130m does (50,277 tokens, 50,288 rows).
+    model = Mamba2ForCausalLM(tiny_mamba2_config(vocab_size=(len(tok) // 16 + 1) * 16))
+    path = tmp_path_factory.mktemp("mamba2_clm")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

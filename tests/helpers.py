@@ -91,3 +91,27 @@ def record_compiled_modules(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(torch.nn.Module, "compile", spy)
     return compiled
+
+
+def tiny_mamba2_config(vocab_size: int, **overrides):
+    """A tiny random Mamba-2 shape: 4 heads of 16 channels (hidden 32, expand 2), state 16, chunks of 4 tokens."""
+    from transformers import Mamba2Config
+
+    kwargs = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        expand=2,
+        head_dim=16,
+        num_heads=4,
+        n_groups=1,
+        state_size=16,
+        num_hidden_layers=2,
+        conv_kernel=4,
+        chunk_size=4,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=0,
+        tie_word_embeddings=True,
+    )
+    kwargs.update(overrides)
+    return Mamba2Config(**kwargs)

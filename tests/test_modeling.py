@@ -71,7 +71,8 @@ def test_qa_config_records_layout():
     assert MambaForQuestionAnswering(tiny_config(VOCAB)).config.qa_layout == "question_first"
     model = MambaForQuestionAnswering(tiny_config(VOCAB, qa_layout="repeat_context"))
     assert model.config.qa_layout == "repeat_context"
-    with pytest.raises(ValueError, match="config.qa_layout 'sideways' is not a QA layout; use one of question_first, repeat_context"):
+    message = "config.qa_layout 'sideways' is not a QA layout; use one of question_first, repeat_context"
+    with pytest.raises(ValueError, match=message):
         MambaForQuestionAnswering(tiny_config(VOCAB, qa_layout="sideways"))
 
 

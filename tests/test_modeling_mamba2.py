@@ -1,0 +1,286 @@
+"""The Mamba-2 task heads: same semantics as the Mamba ones (tests/test_modeling.py), on tiny random Mamba-2 shapes."""
+
+import pytest
+import torch
+from helpers import tiny_config, tiny_mamba2_config
+from transformers import (
+    AutoModel,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    Mamba2Config,
+    Mamba2ForCausalLM,
+    Mamba2Model,
+)
+from transformers.modeling_outputs import QuestionAnsweringModelOutput, SequenceClassifierOutput
+
+import biomamba_hf
+from biomamba_hf import prepare_tokenizer_for_qa
+from biomamba_hf.modeling import (
+    Mamba2ForQuestionAnswering,
+    Mamba2ForSequenceClassification,
+    MambaForQuestionAnswering,
+    MambaForSequenceClassification,
+)
+
+BATCH, SEQ, VOCAB = 3, 7, 99  # SEQ spans two chunks of tiny_mamba2_config's 4 tokens
+
+
+@pytest.fixture(params=[1, 2], ids=["n_groups=1", "n_groups=2"])
+def n_groups(request):
+    return request.param
+
+
+@pytest.fixture
+def qa_model(n_groups):
+    torch.manual_seed(0)
+    return Mamba2ForQuestionAnswering(tiny_mamba2_config(VOCAB, n_groups=n_groups))
+
+
+def random_ids(batch=BATCH, seq=SEQ):
+    return torch.randint(2, VOCAB, (batch, seq))  # ids 0 and 1 are eos and pad
+
+
+def test_both_families_share_one_head_implementation():
+    assert Mamba2ForQuestionAnswering.forward is MambaForQuestionAnswering.forward
+    assert Mamba2ForSequenceClassification.forward is MambaForSequenceClassification.forward
+    assert Mamba2ForSequenceClassification._last_token_index is MambaForSequenceClassification._last_token_index
+
+
+def test_qa_output_shapes_and_type(qa_model):
+    ids = random_ids()
+    out = qa_model(input_ids=ids)
+    assert isinstance(out, QuestionAnsweringModelOutput)
+    assert out.loss is None and out.hidden_states is None
+    assert out.start_logits.shape == out.end_logits.shape == (BATCH, SEQ)
+    assert not torch.equal(out.start_logits, out.end_logits)
+    start, end = qa_model(input_ids=ids, return_dict=False)  # start/end logits first, as in every transformers head
+    torch.testing.assert_close(start, out.start_logits)
+    torch.testing.assert_close(end, out.end_logits)
+    hidden = qa_model(input_ids=ids, output_hidden_states=True).hidden_states
+    assert len(hidden) == qa_model.config.num_hidden_layers + 1 and hidden[-1].shape == (BATCH, SEQ, 32)
+
+
+def test_qa_head_reads_the_backbone_state(qa_model):
+    """The logits are the head applied to the backbone's last hidden state, token by token."""
+    ids = random_ids()
+    with torch.no_grad():
+        hidden = qa_model.backbone(input_ids=ids).last_hidden_state
+        out = qa_model(input_ids=ids)
+    expected = hidden @ qa_model.qa_outputs.weight.T + qa_model.qa_outputs.bias
+    torch.testing.assert_close(out.start_logits, expected[..., 0])
+    torch.testing.assert_close(out.end_logits, expected[..., 1])
+
+
+def test_qa_loss_gradients_reach_head_and_backbone(qa_model):
+    ids = random_ids()
+    out = qa_model(input_ids=ids, start_positions=torch.tensor([1, 2, 3]), end_positions=torch.tensor([2, 2, 5]))
+    expected = (
+        torch.nn.functional.cross_entropy(out.start_logits, torch.tensor([1, 2, 3]))
+        + torch.nn.functional.cross_entropy(out.end_logits, torch.tensor([2, 2, 5]))
+    ) / 2
+    torch.testing.assert_close(out.loss, expected)
+    out.loss.backward()
+    for name in (
+        "qa_outputs.weight",
+        "backbone.embeddings.weight",
+        "backbone.layers.0.mixer.in_proj.weight",
+        "backbone.layers.0.mixer.conv1d.weight",
+        "backbone.layers.0.mixer.A_log",
+        "backbone.layers.0.mixer.out_proj.weight",
+        "backbone.layers.1.mixer.norm.weight",
+    ):
+        grad = qa_model.get_parameter(name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_qa_positions_outside_sequence_are_ignored(qa_model):
+    ids = random_ids(2)
+    both = qa_model(input_ids=ids, start_positions=torch.tensor([1, 500]), end_positions=torch.tensor([3, 500]))
+    first = qa_model(input_ids=ids[:1], start_positions=torch.tensor([1]), end_positions=torch.tensor([3]))
+    torch.testing.assert_close(both.loss, first.loss)
+
+
+def test_qa_ignores_token_type_ids_and_never_builds_a_cache(qa_model, monkeypatch):
+    ids = random_ids()
+    seen = {}
+    original = qa_model.backbone.forward
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(qa_model.backbone, "forward", spy)
+    assert qa_model.config.use_cache  # the config asks for a cache; the head must not build one
+    plain = qa_model.eval()(input_ids=ids)
+    typed = qa_model(input_ids=ids, token_type_ids=torch.ones_like(ids))
+    torch.testing.assert_close(plain.start_logits, typed.start_logits)
+    assert seen["use_cache"] is False and "token_type_ids" not in seen
+
+
+def test_qa_config_records_layout():
+    assert Mamba2ForQuestionAnswering(tiny_mamba2_config(VOCAB)).config.qa_layout == "question_first"
+    model = Mamba2ForQuestionAnswering(tiny_mamba2_config(VOCAB, qa_layout="repeat_context"))
+    assert model.config.qa_layout == "repeat_context"
+    message = "config.qa_layout 'sideways' is not a QA layout; use one of question_first, repeat_context"
+    with pytest.raises(ValueError, match=message):
+        Mamba2ForQuestionAnswering(tiny_mamba2_config(VOCAB, qa_layout="sideways"))
+
+
+def test_auto_classes_reuse_causal_lm_backbone(mamba2_clm_dir):
+    clm = Mamba2ForCausalLM.from_pretrained(mamba2_clm_dir)
+    qa, info = AutoModelForQuestionAnswering.from_pretrained(mamba2_clm_dir, output_loading_info=True)
+    assert type(qa) is Mamba2ForQuestionAnswering
+    # only the head is newly initialised; nothing of the checkpoint is left unused (the LM head is tied)
+    assert set(info["missing_keys"]) == {"qa_outputs.weight", "qa_outputs.bias"}
+    assert not info["unexpected_keys"] and not info["mismatched_keys"]
+    clm_state = clm.backbone.state_dict()
+    assert qa.backbone.state_dict().keys() == clm_state.keys()
+    for name, tensor in qa.backbone.state_dict().items():
+        torch.testing.assert_close(tensor, clm_state[name], msg=name)
+    cls, info = AutoModelForSequenceClassification.from_pretrained(
+        mamba2_clm_dir, num_labels=3, output_loading_info=True
+    )
+    assert type(cls) is Mamba2ForSequenceClassification
+    assert set(info["missing_keys"]) == {"score.weight"}
+    torch.testing.assert_close(
+        cls.backbone.layers[1].mixer.in_proj.weight, clm.backbone.layers[1].mixer.in_proj.weight
+    )
+    # AutoModel is untouched: stock Mamba2Model
+    assert type(AutoModel.from_pretrained(mamba2_clm_dir)) is Mamba2Model
+
+
+def test_save_load_round_trip_gives_identical_logits(tmp_path, qa_model):
+    ids = random_ids()
+    qa_model.config.qa_layout = "repeat_context"
+    qa_model.eval().save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists() and not list(tmp_path.glob("*.bin"))
+    loaded = AutoModelForQuestionAnswering.from_pretrained(tmp_path).eval()
+    assert type(loaded) is Mamba2ForQuestionAnswering
+    assert loaded.config.qa_layout == "repeat_context" and loaded.config.n_groups == qa_model.config.n_groups
+    with torch.no_grad():
+        a, b = qa_model(input_ids=ids), loaded(input_ids=ids)
+    assert torch.equal(a.start_logits, b.start_logits) and torch.equal(a.end_logits, b.end_logits)
+
+
+def test_classification_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = Mamba2ForSequenceClassification(tiny_mamba2_config(VOCAB, num_labels=3)).eval()
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert type(loaded) is Mamba2ForSequenceClassification
+    ids = random_ids()
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, loaded(input_ids=ids).logits)
+
+
+def test_registration_is_idempotent():
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_QUESTION_ANSWERING_MAPPING,
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
+    )
+
+    biomamba_hf.register()
+    biomamba_hf.register()
+    assert MODEL_FOR_QUESTION_ANSWERING_MAPPING[Mamba2Config] is Mamba2ForQuestionAnswering
+    assert MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[Mamba2Config] is Mamba2ForSequenceClassification
+    config = tiny_mamba2_config(VOCAB)
+    assert type(AutoModelForQuestionAnswering.from_config(config)) is Mamba2ForQuestionAnswering
+    assert type(AutoModelForSequenceClassification.from_config(config)) is Mamba2ForSequenceClassification
+    assert type(AutoModel.from_config(config)) is Mamba2Model
+    # the Mamba-1 registrations are still there, each family gets its own class
+    assert type(AutoModelForQuestionAnswering.from_config(tiny_config(VOCAB))) is MambaForQuestionAnswering
+
+
+@pytest.mark.parametrize("num_labels", [1, 3])
+def test_sequence_classification_pools_last_real_token(num_labels, n_groups):
+    torch.manual_seed(0)
+    config = tiny_mamba2_config(VOCAB, num_labels=num_labels, n_groups=n_groups)
+    model = Mamba2ForSequenceClassification(config).eval()
+    ids = random_ids(1, 5)
+    padded = torch.cat([ids, torch.full((1, 3), 1)], dim=1)  # pad id 1 on the right, across a chunk boundary
+    mask = torch.cat([torch.ones(1, 5), torch.zeros(1, 3)], dim=1).long()
+    with torch.no_grad():
+        alone = model(input_ids=ids).logits
+        with_mask = model(input_ids=padded, attention_mask=mask).logits
+        by_pad_id = model(input_ids=padded).logits
+        last_state = model.backbone(input_ids=ids).last_hidden_state[:, -1]
+    assert alone.shape == (1, num_labels)
+    torch.testing.assert_close(alone, last_state @ model.score.weight.T)
+    torch.testing.assert_close(alone, with_mask)
+    torch.testing.assert_close(alone, by_pad_id)
+
+
+@pytest.mark.parametrize(
+    ("labels", "problem_type"),
+    [
+        (torch.tensor([0, 2, 1]), "single_label_classification"),
+        (torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]), "multi_label_classification"),
+    ],
+)
+def test_sequence_classification_loss_and_gradients(labels, problem_type):
+    torch.manual_seed(0)
+    model = Mamba2ForSequenceClassification(tiny_mamba2_config(VOCAB, num_labels=3))
+    out = model(input_ids=random_ids(), labels=labels)
+    assert isinstance(out, SequenceClassifierOutput) and out.logits.shape == (BATCH, 3)
+    assert model.config.problem_type == problem_type
+    if problem_type == "single_label_classification":
+        torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits, labels))
+    else:
+        torch.testing.assert_close(out.loss, torch.nn.functional.binary_cross_entropy_with_logits(out.logits, labels))
+    out.loss.backward()
+    assert model.score.weight.grad.abs().sum() > 0
+    assert model.backbone.embeddings.weight.grad.abs().sum() > 0
+    assert model.backbone.layers[0].mixer.in_proj.weight.grad.abs().sum() > 0
+
+
+def test_regression_uses_mean_squared_error():
+    torch.manual_seed(0)
+    model = Mamba2ForSequenceClassification(tiny_mamba2_config(VOCAB, num_labels=1))
+    targets = torch.tensor([0.5, -1.0, 2.0])
+    out = model(input_ids=random_ids(), labels=targets)
+    assert model.config.problem_type == "regression"
+    torch.testing.assert_close(out.loss, torch.nn.functional.mse_loss(out.logits.squeeze(-1), targets))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(qa_model):
+    ids, starts, ends = random_ids(), torch.tensor([1, 2, 3]), torch.tensor([2, 2, 5])
+    qa_model.train()
+    qa_model(input_ids=ids, start_positions=starts, end_positions=ends).loss.backward()
+    plain = qa_model.backbone.layers[0].mixer.in_proj.weight.grad.clone()
+    qa_model.zero_grad()
+    # renamed activation_checkpointing_enable in recent 5.x releases; the old name warns there
+    enable = getattr(qa_model, "activation_checkpointing_enable", qa_model.gradient_checkpointing_enable)
+    enable()
+    assert qa_model.backbone.gradient_checkpointing
+    qa_model(input_ids=ids, start_positions=starts, end_positions=ends).loss.backward()
+    torch.testing.assert_close(qa_model.backbone.layers[0].mixer.in_proj.weight.grad, plain)
+
+
+def test_bfloat16_weights(qa_model):
+    model = qa_model.to(torch.bfloat16).eval()
+    with torch.no_grad():
+        out = model(input_ids=random_ids())
+    assert out.start_logits.dtype == torch.bfloat16 and torch.isfinite(out.start_logits.float()).all()
+
+
+def test_prepare_tokenizer_for_qa_fits_the_padded_mamba2_vocabulary(mamba2_clm_dir):
+    """Like mamba2-130m (50,277 tokens, 50,288 rows), the padded rows hold the separator: no resize."""
+    tokenizer = AutoTokenizer.from_pretrained(mamba2_clm_dir)
+    model = AutoModelForQuestionAnswering.from_pretrained(mamba2_clm_dir)
+    rows = model.get_input_embeddings().num_embeddings
+    assert rows > len(tokenizer)
+    prepare_tokenizer_for_qa(tokenizer, model)
+    assert tokenizer.sep_token == "<|sep|>" and tokenizer.pad_token == "<|padding|>"
+    assert model.get_input_embeddings().num_embeddings == rows
+    assert (model.config.pad_token_id, model.config.sep_token_id) == (tokenizer.pad_token_id, tokenizer.sep_token_id)
+    assert tokenizer.sep_token_id < rows
+
+
+def test_prepare_tokenizer_for_qa_resizes_a_full_mamba2_vocabulary(tokenizer):
+    model = Mamba2ForQuestionAnswering(tiny_mamba2_config(len(tokenizer)))
+    prepare_tokenizer_for_qa(tokenizer, model)
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer) == tokenizer.sep_token_id + 1
+    ids = tokenizer("Which gene? <|sep|> CFTR.", return_tensors="pt")["input_ids"]
+    assert tokenizer.sep_token_id in ids[0].tolist()
+    assert model(input_ids=ids).start_logits.shape == ids.shape
