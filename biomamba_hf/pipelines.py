@@ -2,7 +2,8 @@
 
 transformers >= 5.3 removed its own question-answering pipeline; after ``import biomamba_hf``,
 ``transformers.pipeline("question-answering", model=...)`` builds :class:`QuestionAnsweringPipeline` on every
-transformers 5.x. It serves Mamba QA checkpoints (reading ``config.qa_layout``) and BERT-style QA models alike.
+transformers 5.x. It serves Mamba and Mamba-2 QA checkpoints (reading ``config.qa_layout``) and BERT-style QA models
+alike; a ``MambaForCausalLM``/``Mamba2ForCausalLM`` folder loads with a new QA head (to be fine-tuned).
 
 >>> from transformers import pipeline  # doctest: +SKIP
 >>> qa = pipeline("question-answering", model="path/to/biomamba-qa")  # doctest: +SKIP

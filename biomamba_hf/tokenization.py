@@ -1,8 +1,9 @@
 """Tokenizer helpers.
 
-Mamba checkpoints (``state-spaces/mamba-130m-hf`` and models continued from it) ship the GPT-NeoX tokenizer: it has
-no padding token and no token to separate a question from its context. :func:`prepare_tokenizer_for_qa` adds both,
-once, so that the tokenizer saved beside a QA checkpoint tokenizes exactly as it did in training.
+Mamba and Mamba-2 checkpoints (``state-spaces/mamba-130m-hf``, ``state-spaces/mamba2-130m`` and models continued
+from them) ship the GPT-NeoX tokenizer: it has no padding token and no token to separate a question from its
+context. :func:`prepare_tokenizer_for_qa` adds both, once, so that the tokenizer saved beside a QA checkpoint
+tokenizes exactly as it did in training.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-#: Special tokens of the GPT-NeoX tokenizer that Mamba checkpoints use.
+#: Special tokens of the GPT-NeoX tokenizer that Mamba and Mamba-2 checkpoints use.
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
 #: Separator placed between question and context (and between the two copies of a repeated context).
@@ -30,9 +31,9 @@ def prepare_tokenizer_for_qa(
     * padding is on the right: Mamba reads left to right, so right padding leaves real positions untouched.
 
     The tokenizer is changed in place and returned. Calling it again changes nothing. When ``model`` is given and
-    the tokenizer has grown beyond the model's embedding matrix, the embeddings are resized (``mamba-130m-hf`` pads
-    its vocabulary to 50,280 rows, so the separator fits without a resize there) and the model config records the
-    pad/sep ids.
+    the tokenizer has grown beyond the model's embedding matrix, the embeddings are resized (the GPT-NeoX tokenizer
+    has 50,277 tokens; ``mamba-130m-hf`` pads its embedding to 50,280 rows and the Mamba-2 checkpoints to 50,288, so
+    the separator fits without a resize there) and the model config records the pad/sep ids.
 
     Raises:
         ValueError: if the tokenizer is not a fast tokenizer (offset mappings are needed to map answers back to

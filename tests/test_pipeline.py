@@ -3,12 +3,13 @@ import types
 import pytest
 import torch
 import transformers
-from helpers import tiny_config
+from helpers import tiny_config, tiny_mamba2_config
 from packaging.version import Version
-from transformers import AutoTokenizer, MambaForCausalLM, pipeline
+from transformers import AutoTokenizer, Mamba2ForCausalLM, MambaForCausalLM, pipeline
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
 from biomamba_hf import MambaForQuestionAnswering, QuestionAnsweringPipeline, prepare_tokenizer_for_qa
+from biomamba_hf.modeling import Mamba2ForQuestionAnswering
 from biomamba_hf.qa import prepare_qa_features
 
 QUESTION = "Which gene is mutated in cystic fibrosis?"
@@ -16,8 +17,8 @@ FILLER = "Insulin is secreted by beta cells of the pancreatic islets. "
 CONTEXT = FILLER * 6 + "Cystic fibrosis results from mutations in the CFTR chloride channel. " + FILLER * 2
 
 
-class MarkerForQuestionAnswering(MambaForQuestionAnswering):
-    """A QA model whose logits we control: start/end logits peak on every occurrence of `answer_ids`."""
+class MarkerLogits:
+    """Makes a QA model's logits controlled: start/end logits peak on every occurrence of `answer_ids`."""
 
     answer_ids: list[int] = []
 
@@ -32,9 +33,30 @@ class MarkerForQuestionAnswering(MambaForQuestionAnswering):
         return QuestionAnsweringModelOutput(start_logits=start, end_logits=end)
 
 
-def marker_pipeline(tokenizer, answer, layout):
+class MarkerForQuestionAnswering(MarkerLogits, MambaForQuestionAnswering):
+    pass
+
+
+class Mamba2MarkerForQuestionAnswering(MarkerLogits, Mamba2ForQuestionAnswering):
+    pass
+
+
+#: The two model families the pipeline serves: QA class, marker class and tiny config builder of each.
+FAMILIES = {
+    "mamba": (MambaForQuestionAnswering, MarkerForQuestionAnswering, tiny_config),
+    "mamba2": (Mamba2ForQuestionAnswering, Mamba2MarkerForQuestionAnswering, tiny_mamba2_config),
+}
+
+
+@pytest.fixture(params=list(FAMILIES))
+def family(request):
+    return request.param
+
+
+def marker_pipeline(tokenizer, answer, layout, family="mamba"):
     prepare_tokenizer_for_qa(tokenizer)
-    model = MarkerForQuestionAnswering(tiny_config(len(tokenizer), qa_layout=layout))
+    _, marker_class, make_config = FAMILIES[family]
+    model = marker_class(make_config(len(tokenizer), qa_layout=layout))
     model.answer_ids = tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
     return pipeline("question-answering", model=model, tokenizer=tokenizer)
 
@@ -56,9 +78,14 @@ def test_upstream_task_removal_shape():
     assert task_info["impl"] is QuestionAnsweringPipeline
 
 
-def test_pipeline_from_causal_lm_folder(clm_dir):
+@pytest.mark.parametrize(
+    ("folder", "qa_class"), [("clm_dir", MambaForQuestionAnswering), ("mamba2_clm_dir", Mamba2ForQuestionAnswering)]
+)
+def test_pipeline_from_causal_lm_folder(request, folder, qa_class):
+    clm_dir = request.getfixturevalue(folder)
     qa = pipeline("question-answering", model=str(clm_dir))
-    assert isinstance(qa, QuestionAnsweringPipeline) and type(qa.model) is MambaForQuestionAnswering
+    assert isinstance(qa, QuestionAnsweringPipeline) and type(qa.model) is qa_class
+    assert qa.layout == "question_first"
     assert qa.tokenizer.sep_token == "<|sep|>" and qa.tokenizer.pad_token == "<|padding|>"
     best = qa(question=QUESTION, context=CONTEXT)
     assert set(best) == {"score", "start", "end", "answer"}
@@ -70,21 +97,22 @@ def test_pipeline_from_causal_lm_folder(clm_dir):
     assert len({(a["start"], a["end"]) for a in ranked}) == len(ranked)
 
 
-def test_pipeline_reads_layout_and_tokenizer_from_checkpoint(tmp_path, tokenizer):
+def test_pipeline_reads_layout_and_tokenizer_from_checkpoint(tmp_path, tokenizer, family):
     prepare_tokenizer_for_qa(tokenizer)
-    model = MambaForQuestionAnswering(tiny_config(len(tokenizer), qa_layout="repeat_context"))
+    qa_class, _, make_config = FAMILIES[family]
+    model = qa_class(make_config(len(tokenizer), qa_layout="repeat_context"))
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     qa = pipeline("question-answering", model=str(tmp_path))
-    assert qa.layout == "repeat_context"
+    assert type(qa.model) is qa_class and qa.layout == "repeat_context"
     assert qa.tokenizer.sep_token_id == tokenizer.sep_token_id
     assert AutoTokenizer.from_pretrained(tmp_path)("a <|sep|> b")["input_ids"] == tokenizer("a <|sep|> b")["input_ids"]
 
 
 @pytest.mark.parametrize("layout", ["question_first", "repeat_context"])
 @pytest.mark.parametrize("max_seq_len", [512, 40])  # one window / many windows
-def test_spans_are_exact(tokenizer, layout, max_seq_len):
-    qa = marker_pipeline(tokenizer, "CFTR", layout)
+def test_spans_are_exact(tokenizer, layout, max_seq_len, family):
+    qa = marker_pipeline(tokenizer, "CFTR", layout, family)
     best = qa(question=QUESTION, context=CONTEXT, max_seq_len=max_seq_len, doc_stride=12)
     assert best["answer"] == "CFTR"
     assert best["start"] == CONTEXT.index("CFTR") and best["end"] == best["start"] + 4
@@ -94,8 +122,8 @@ def test_spans_are_exact(tokenizer, layout, max_seq_len):
     assert (len(features["input_ids"]) > 1) == (max_seq_len == 40)
 
 
-def test_input_forms_and_batching_agree(tokenizer):
-    qa = marker_pipeline(tokenizer, "CFTR", "question_first")
+def test_input_forms_and_batching_agree(tokenizer, family):
+    qa = marker_pipeline(tokenizer, "CFTR", "question_first", family)
     example = {"question": QUESTION, "context": CONTEXT}
     single = qa(question=QUESTION, context=CONTEXT, max_seq_len=40)
     assert qa(example, max_seq_len=40) == single
@@ -140,24 +168,33 @@ def test_bad_inputs_raise_clear_errors(tokenizer, call, message):
         call(qa)
 
 
-def test_models_and_tokenizers_that_cannot_do_qa(tokenizer, clm_dir):
+def test_models_and_tokenizers_that_cannot_do_qa(tokenizer, clm_dir, mamba2_clm_dir):
     with pytest.raises(ValueError, match="MambaForCausalLM has no question-answering head"):
         pipeline("question-answering", model=MambaForCausalLM.from_pretrained(clm_dir), tokenizer=tokenizer)
-    model = MambaForQuestionAnswering(tiny_config(len(tokenizer) + 3))
-    with pytest.raises(ValueError, match="needs a fast tokenizer with offset mappings"):
-        QuestionAnsweringPipeline(model=model, tokenizer=types.SimpleNamespace(is_fast=False))
-    small = MambaForQuestionAnswering(tiny_config(len(tokenizer)))
-    with pytest.raises(ValueError, match="have no room for it"):
-        pipeline("question-answering", model=small, tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="Mamba2ForCausalLM has no question-answering head"):
+        pipeline("question-answering", model=Mamba2ForCausalLM.from_pretrained(mamba2_clm_dir), tokenizer=tokenizer)
+    for qa_class, _, make_config in FAMILIES.values():
+        model = qa_class(make_config(len(tokenizer) + 3))
+        with pytest.raises(ValueError, match="needs a fast tokenizer with offset mappings"):
+            QuestionAnsweringPipeline(model=model, tokenizer=types.SimpleNamespace(is_fast=False))
+        small = qa_class(make_config(len(tokenizer)))
+        with pytest.raises(
+            ValueError, match=f"The tokenizer needs a separator token but the model's {len(tokenizer)} "
+        ):
+            pipeline(
+                "question-answering", model=small, tokenizer=AutoTokenizer.from_pretrained(tokenizer.name_or_path)
+            )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["question_first", "repeat_context"])
-def test_each_layout_trains_end_to_end(tokenizer, layout):
+def test_each_layout_trains_end_to_end(tokenizer, layout, family):
     """Fine-tune a tiny model on a few examples with the layout's features; the pipeline then finds the answers."""
     torch.manual_seed(0)
     prepare_tokenizer_for_qa(tokenizer)
-    model = MambaForQuestionAnswering(tiny_config(len(tokenizer), qa_layout=layout, hidden_size=64))
+    qa_class, _, make_config = FAMILIES[family]
+    extra = {"num_heads": 8} if family == "mamba2" else {}  # hidden 64 x expand 2 = 8 heads of 16
+    model = qa_class(make_config(len(tokenizer), qa_layout=layout, hidden_size=64, **extra))
     examples = [
         (
             "Which gene is mutated in cystic fibrosis?",
