@@ -64,7 +64,7 @@ def parse_args(argv=None):
 def load_examples(data_dir: Path | None, num_questions: int) -> tuple[list[dict], list[dict], str]:
     """The timed examples, all examples (the BERT tokenizer is trained on them) and a description."""
     if data_dir is not None:
-        from biomamba_hf.data.bioasq import read_squad_bioasq
+        from biomamba_hf.bioasq.squad import read_squad_bioasq
 
         folder = data_dir / "bioasq" / "4b" / "test"
         paths = sorted(folder.glob("BioASQ-test-factoid-4b-*.json"))

@@ -1,32 +1,70 @@
 """biomamba_hf: Mamba as a biomedical language model in the Hugging Face ecosystem.
 
-Importing the package registers, once and idempotently:
-
-* :class:`MambaForQuestionAnswering` with ``AutoModelForQuestionAnswering`` and :class:`MambaForSequenceClassification`
-  with ``AutoModelForSequenceClassification`` (for ``MambaConfig``; ``AutoModel`` still gives stock ``MambaModel``);
-* :class:`QuestionAnsweringPipeline` as the ``"question-answering"`` pipeline task, on transformers versions that
-  removed that task (>= 5.3) and on those that still have it;
-* the portable fast selective scan of :mod:`biomamba_hf.ops`, used where the mamba-ssm CUDA kernels are absent.
-
-Heavy optional dependencies (datasets, evaluate, peft, matplotlib) are imported only where used.
+``import biomamba_hf`` imports neither torch nor transformers; the Auto classes, the QA pipeline and the fast scan are
+registered as soon as transformers' Auto classes, pipelines or Mamba are imported (:mod:`biomamba_hf.import_hook`).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from . import import_hook
 
 __version__ = "0.1.0.dev0"
 
-from .modeling import (  # noqa: E402
-    QA_LAYOUTS,
-    MambaForQuestionAnswering,
-    MambaForSequenceClassification,
+# Public names, imported from their module on first access.
+_LAZY_ATTRIBUTES = {
+    "QA_LAYOUTS": "modeling",
+    "MambaForQuestionAnswering": "modeling",
+    "MambaForSequenceClassification": "modeling",
+    "QuestionAnsweringPipeline": "pipelines",
+    "prepare_tokenizer_for_qa": "tokenization",
+    "register": "registration",
+}
+_SUBMODULES = frozenset(
+    {
+        "bioasq",
+        "data",
+        "hub",
+        "lora",
+        "metrics",
+        "modeling",
+        "ops",
+        "patches",
+        "pipelines",
+        "qa",
+        "registration",
+        "reliability",
+        "script_utils",
+        "speed",
+        "tokenization",
+        "trainer",
+    }
 )
-from .ops import enable_fast_scan  # noqa: E402
-from .pipelines import QuestionAnsweringPipeline  # noqa: E402
-from .registration import register  # noqa: E402
-from .tokenization import prepare_tokenizer_for_qa  # noqa: E402
 
-register()
-# Without the mamba-ssm CUDA kernels, route Mamba's selective scan to the package's portable chunked scan
-# (BIOMAMBA_FAST_SCAN=0 or biomamba_hf.ops.disable_fast_scan() turn it off).
-enable_fast_scan()
+if TYPE_CHECKING:
+    from .modeling import QA_LAYOUTS, MambaForQuestionAnswering, MambaForSequenceClassification
+    from .pipelines import QuestionAnsweringPipeline
+    from .registration import register
+    from .tokenization import prepare_tokenizer_for_qa
+
+
+def __getattr__(name: str):
+    if name in _LAZY_ATTRIBUTES:
+        value = getattr(importlib.import_module(f".{_LAZY_ATTRIBUTES[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY_ATTRIBUTES, *_SUBMODULES})
+
+
+import_hook.install()
 
 __all__ = [
     "QA_LAYOUTS",

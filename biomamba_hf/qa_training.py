@@ -30,15 +30,13 @@ inside the functions that need them. ``import biomamba_hf`` does not import this
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .metrics.bioasq import MAX_CANDIDATES, bioasq_factoid_batches, flatten_scores, merge_nbest, write_submission
 from .modeling import QA_LAYOUTS
 from .qa import extract_answers, prepare_qa_features
 from .training import BiomambaTrainer, BiomambaTrainingArguments
@@ -54,10 +52,7 @@ __all__ = [
     "QATrainer",
     "QATrainingArguments",
     "add_lora",
-    "check_disjoint",
-    "load_training_examples",
     "merge_lora",
-    "merge_question_predictions",
     "pipeline_nbest",
     "postprocess_predictions",
     "predict_nbest",
@@ -66,9 +61,6 @@ __all__ = [
     "resolve_data_path",
     "resolve_qa_layout",
     "route_adapted_mixers_off_the_fused_path",
-    "score_test_set",
-    "test_set_name",
-    "write_prediction_files",
 ]
 
 #: Mamba modules LoRA adapts by default: the ones whose adapters train on every code path we know.
@@ -140,72 +132,6 @@ def resolve_qa_layout(requested: str | None, config, source: str = "the checkpoi
         layout = requested or "question_first"
     config.qa_layout = layout
     return layout
-
-
-def load_training_examples(
-    golden_files: Sequence[str | os.PathLike] = (),
-    squad_files: Sequence[str | os.PathLike] = (),
-    *,
-    keep_unanswerable: bool = False,
-) -> tuple[list[dict], list[Any]]:
-    """SQuAD-style training rows from BioASQ golden JSON (via ``golden_to_squad``) and SQuAD files with answers.
-
-    Every file is read and validated before anything is returned. A SQuAD file in which no question has an answer
-    (a test file) is refused. Returns ``(rows, reports)`` with one ``GoldenConversionReport`` per golden file.
-    """
-    from .data.bioasq import golden_to_squad, read_squad_bioasq
-
-    rows: list[dict] = []
-    reports = []
-    for path in golden_files:
-        converted, report = golden_to_squad(path, keep_unanswerable=keep_unanswerable, as_dataset=False)
-        rows.extend(converted)
-        reports.append(report)
-    for path in squad_files:
-        squad_rows = read_squad_bioasq(path)
-        if squad_rows and not any(row["answers"]["text"] for row in squad_rows):
-            raise ValueError(
-                f"{path}: none of its {len(squad_rows)} qas has an answer (every 'answers' field is empty), so it "
-                "cannot train a QA model; is it a test file? Pass it to --test_dirs or --predict_files instead, or "
-                "give golden files with --train_golden_files."
-            )
-        rows.extend(squad_rows)
-    seen: dict[str, str] = {}
-    for row in rows:
-        if row["id"] in seen:
-            raise ValueError(
-                f"training example id {row['id']!r} occurs twice (batches {seen[row['id']]!r} and {row['batch']!r}); "
-                "pass each training file once"
-            )
-        seen[row["id"]] = row["batch"]
-    return rows, reports
-
-
-def check_disjoint(train_rows: Iterable[Mapping], test_question_ids: Mapping[str, str]) -> None:
-    """Refuse training rows whose BioASQ question is a test question (``test_question_ids``: id -> test set)."""
-    for row in train_rows:
-        test_set = test_question_ids.get(row["question_id"])
-        if test_set is not None:
-            raise ValueError(
-                f"training example {row['id']!r} (batch {row['batch']!r}) is question {row['question_id']!r} of the "
-                f"test set {test_set!r}: training on test questions inflates the scores. Remove that golden/SQuAD "
-                "file from the training files, or that folder from --test_dirs."
-            )
-
-
-def test_set_name(batch_names: Iterable[str]) -> str:
-    """The name of a test set from its batches: ``["4b-1", ..., "4b-5"] -> "4b"``, ``["7b"] -> "7b"``.
-
-    >>> test_set_name(["4b-1", "4b-2"]), test_set_name(["7b"])
-    ('4b', '7b')
-    """
-    names = {name.split("-")[0] for name in batch_names}
-    if len(names) != 1:
-        raise ValueError(
-            f"the batches {sorted(batch_names)} belong to several test sets ({sorted(names)}); put each BioASQ year "
-            "in its own folder"
-        )
-    return names.pop()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -517,77 +443,6 @@ def pipeline_nbest(
             if a["answer"]
         ]
     return nbest
-
-
-def merge_question_predictions(
-    nbest: Mapping[str, Sequence[Mapping[str, Any]]], question_ids: Iterable[str] = ()
-) -> dict[str, list[str]]:
-    """Top-5 ranked answers per question from the n-best answers of its contexts (the module docstring's rule).
-
-    Every id of ``question_ids`` is in the result, with an empty list when none of its contexts gave a candidate.
-
-    >>> merge_question_predictions({"q1_000": [{"text": "BRCA1", "probability": 0.4}],
-    ...                             "q1_001": [{"text": "BRCA2", "probability": 0.5}, {"text": "brca1", "probability": 0.2}]},
-    ...                            ["q1", "q2"])
-    {'q1': ['BRCA1', 'BRCA2'], 'q2': []}
-    """
-    merged = merge_nbest(nbest, score_key="probability", top_k=MAX_CANDIDATES, reduce="sum")
-    for qid in question_ids:
-        merged.setdefault(qid, [])
-    return merged
-
-
-def score_test_set(
-    predictions: Mapping[str, Sequence[str]], references_by_batch: Mapping[str, Mapping[str, Any]], name: str
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """BioASQ scores of one test set: ``(nested, flat)``.
-
-    ``nested`` is :func:`~biomamba_hf.metrics.bioasq_factoid_batches` (per batch, ``macro``, ``micro``); ``flat`` the
-    numbers for ``all_results.json``: ``bioasq_<name>_strict_acc`` / ``_lenient_acc`` / ``_mrr`` are the averages
-    over batches (what BioBERT and the paper report and the model card reads), ``bioasq_<name>_micro_*`` the averages
-    over questions, plus ``bioasq_<name>_num_questions`` / ``_num_answered`` / ``_num_batches``.
-    """
-    nested = bioasq_factoid_batches(predictions, references_by_batch)
-    prefix = f"bioasq_{name}_"
-    flat = {prefix + key: value for key, value in nested["macro"].items()}
-    flat.update(flatten_scores({"micro": nested["micro"]}, prefix))
-    flat.pop(prefix + "micro_num_answered", None)
-    flat.pop(prefix + "micro_num_questions", None)
-    return nested, flat
-
-
-def _write_json(path: Path, value: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    return path
-
-
-def write_prediction_files(
-    output_dir: str | os.PathLike,
-    name: str,
-    nbest: Mapping[str, Any],
-    predictions: Mapping[str, Sequence[str]],
-    question_ids: Iterable[str],
-    per_batch: Mapping[str, Any] | None = None,
-    prefix: str = "",
-) -> list[Path]:
-    """Write ``predictions_<name>.json`` (question id -> top 5), ``nbest_predictions_<name>.json`` (per context),
-    ``submission_<name>.json`` (BioASQ format, every question listed) and, with ``per_batch``,
-    ``bioasq_<name>_per_batch.json``. ``prefix`` is put in front of every file name (``initial_``)."""
-    output_dir = Path(output_dir)
-    question_ids = list(question_ids)
-    paths = [
-        _write_json(
-            output_dir / f"{prefix}predictions_{name}.json", {q: list(predictions.get(q, [])) for q in question_ids}
-        ),
-        _write_json(output_dir / f"{prefix}nbest_predictions_{name}.json", nbest),
-        write_submission(output_dir / f"{prefix}submission_{name}.json", predictions, question_ids),
-    ]
-    if per_batch is not None:
-        paths.append(_write_json(output_dir / f"{prefix}bioasq_{name}_per_batch.json", per_batch))
-    return paths
 
 
 def predict_nbest(

@@ -7,7 +7,7 @@
   matching the gold synonyms in the snippets; the conversion report is logged) and/or SQuAD JSON with answers
   (``--train_file``);
 * ``--do_eval``: every ``--test_dirs`` folder (``test/BioASQ-test-factoid-*.json`` + ``golden/*_golden.json``) is
-  predicted, each question's contexts are merged into a ranked top 5 (rule in ``biomamba_hf.qa_training``) and
+  predicted, each question's contexts are merged into a ranked top 5 (rule in ``biomamba_hf.bioasq.evaluation``) and
   scored per batch, averaged over batches (as BioBERT reports) and over questions (micro);
 * ``--do_predict``: SQuAD-format ``--predict_files`` without answers get predictions and a BioASQ submission file.
 
@@ -176,8 +176,8 @@ def parse_args(argv: list[str] | None = None):
 
 def load_data(data_args, training_args):
     """Read and validate every input file before any model is loaded: (train rows, test sets, predict sets)."""
-    from biomamba_hf.data.bioasq import load_test_set, read_squad_bioasq
-    from biomamba_hf.qa_training import check_disjoint, load_training_examples, test_set_name
+    from biomamba_hf.bioasq.evaluation import check_disjoint, load_test_set, test_set_name
+    from biomamba_hf.bioasq.squad import load_training_examples, read_squad_bioasq
 
     train_rows = None
     if training_args.do_train:
@@ -199,11 +199,11 @@ def load_data(data_args, training_args):
         if not data_args.test_dirs:
             raise ValueError("--do_eval (and --eval_before_train) score test sets: pass --test_dirs (e.g. bioasq/4b).")
         for directory in data_args.paths("test_dirs"):
-            dataset, references = load_test_set(directory)
+            rows, references = load_test_set(directory)
             name = test_set_name(references)
             if name in test_sets:
                 raise ValueError(f"{directory}: test set {name!r} is given twice in --test_dirs")
-            test_sets[name] = (dataset.to_list(), references)
+            test_sets[name] = (rows, references)
     test_question_ids = {
         qid: name for name, (_, refs) in test_sets.items() for batch in refs.values() for qid in batch
     }
@@ -269,18 +269,16 @@ def main(argv: list[str] | None = None) -> dict:
     """Run; returns the metrics written to ``all_results.json``."""
     from transformers import Trainer, set_seed
 
+    from biomamba_hf.bioasq.evaluation import merge_question_predictions, score_test_set, write_prediction_files
     from biomamba_hf.qa_training import (
         QADataCollator,
         QATrainer,
         add_lora,
         merge_lora,
-        merge_question_predictions,
         predict_nbest,
         prepare_train_features,
-        score_test_set,
         snapshot_trainable,
         unchanged_parameters,
-        write_prediction_files,
     )
     from biomamba_hf.reliability import preflight, reliability_callbacks
     from biomamba_hf.training import check_output_dir, describe_dtype, setup_logging
@@ -331,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
     if train_rows is not None:
         import datasets
 
-        from biomamba_hf.data.bioasq import squad_features
+        from biomamba_hf.bioasq.squad import squad_features
 
         with training_args.main_process_first(desc="building training windows"):
             examples = datasets.Dataset.from_list(train_rows, features=squad_features())

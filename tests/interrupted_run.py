@@ -168,7 +168,7 @@ def serve() -> None:
     from transformers import Trainer  # noqa: F401
 
     import biomamba_hf  # noqa: F401
-    import biomamba_hf.data.bioasq  # noqa: F401
+    import biomamba_hf.bioasq.evaluation  # noqa: F401
     import biomamba_hf.data.clm  # noqa: F401
     import biomamba_hf.qa_training  # noqa: F401
     import biomamba_hf.reliability  # noqa: F401

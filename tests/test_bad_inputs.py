@@ -54,8 +54,9 @@ READER_CASES = [
 
 
 def _read(reader: str, path: Path):
-    from biomamba_hf.data.bioasq import golden_to_squad, load_test_set, read_squad_bioasq
-    from biomamba_hf.metrics.bioasq import load_predictions
+    from biomamba_hf.bioasq.evaluation import load_test_set
+    from biomamba_hf.bioasq.formats import load_predictions
+    from biomamba_hf.bioasq.squad import golden_to_squad, read_squad_bioasq
 
     readers = {
         "squad": read_squad_bioasq,
@@ -81,7 +82,8 @@ def test_malformed_data_files_are_refused_naming_file_record_and_field(name, rea
 
 def test_predictions_for_unknown_question_ids_are_reported(tmp_path, capsys):
     """Not an error by design (the official evaluator ignores them too), but never silent: counted and warned about."""
-    from biomamba_hf.metrics.bioasq import bioasq_factoid, load_golden, load_predictions
+    from biomamba_hf.bioasq.formats import load_golden, load_predictions
+    from biomamba_hf.metrics.bioasq import bioasq_factoid
     from biomamba_hf.metrics.cli import main
 
     predictions = load_predictions(BAD / "predictions_unknown_ids.json")

@@ -10,16 +10,8 @@ from pathlib import Path
 import pytest
 from helpers import data_dir
 
-from biomamba_hf.data.bioasq import (
-    COLUMNS,
-    find_answer_span,
-    find_test_batches,
-    golden_to_squad,
-    load_squad_bioasq,
-    load_test_references,
-    load_test_set,
-    read_squad_bioasq,
-)
+from biomamba_hf.bioasq.evaluation import find_test_batches, load_test_references, load_test_set
+from biomamba_hf.bioasq.squad import COLUMNS, find_answer_span, golden_to_squad, load_squad_bioasq, read_squad_bioasq
 from biomamba_hf.metrics import load_golden, normalize_answer
 
 
@@ -251,8 +243,8 @@ def test_test_set_folder_pairs_batches(tmp_path):
         ("4b-1", "BioASQ-test-factoid-4b-1.json", "4B1_golden.json"),
         ("4b-2", "BioASQ-test-factoid-4b-2.json", "4B2_golden.json"),
     ]
-    ds, references = load_test_set(root)
-    assert ds["id"] == ["q1_000", "q2_000"] and ds["batch"] == ["4b-1", "4b-2"]
+    rows, references = load_test_set(root)
+    assert [r["id"] for r in rows] == ["q1_000", "q2_000"] and [r["batch"] for r in rows] == ["4b-1", "4b-2"]
     assert references == {"4b-1": {"q1": [["a1"]]}, "4b-2": {"q2": [["a2"]]}} == load_test_references(root)
 
 
@@ -280,13 +272,13 @@ REAL_COUNTS = {"4b": (652, 161, 5), "5b": (495, 150, 5), "7b": (407, 162, 1)}
 @pytest.mark.parametrize("year", sorted(REAL_COUNTS))
 def test_real_test_sets_load_with_the_published_counts(year):
     contexts, questions, batches = REAL_COUNTS[year]
-    ds, references = load_test_set(data_dir() / "bioasq" / year)
-    assert (len(ds), len(set(ds["question_id"])), len(references)) == (contexts, questions, batches)
+    rows, references = load_test_set(data_dir() / "bioasq" / year)
+    assert (len(rows), len({r["question_id"] for r in rows}), len(references)) == (contexts, questions, batches)
     assert sum(len(r) for r in references.values()) == questions
-    assert all(not a["text"] and not a["answer_start"] for a in ds["answers"])
-    assert all(re.fullmatch(r"[0-9a-f]{24}_\d{3}", i) for i in ds["id"])
+    assert all(not r["answers"]["text"] and not r["answers"]["answer_start"] for r in rows)
+    assert all(re.fullmatch(r"[0-9a-f]{24}_\d{3}", r["id"]) for r in rows)
     for batch, refs in references.items():
-        assert {q for q, b in zip(ds["question_id"], ds["batch"]) if b == batch} == set(refs)
+        assert {r["question_id"] for r in rows if r["batch"] == batch} == set(refs)
 
 
 @pytest.mark.real_data

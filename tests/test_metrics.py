@@ -16,7 +16,9 @@ from helpers import data_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import biomamba_hf.data.bioasq
+import biomamba_hf.bioasq.evaluation
+import biomamba_hf.bioasq.formats
+import biomamba_hf.bioasq.squad
 import biomamba_hf.metrics.bioasq
 from biomamba_hf.metrics import (
     bioasq_factoid,
@@ -38,7 +40,10 @@ from biomamba_hf.metrics.cli import main
 REFS = {"q1": [["BRCA1"]], "q2": [["Factor Xa", "FXa"], ["Xa"]], "q3": [["coilin"]]}
 
 
-@pytest.mark.parametrize("module", [biomamba_hf.metrics.bioasq, biomamba_hf.data.bioasq])
+@pytest.mark.parametrize(
+    "module",
+    [biomamba_hf.metrics.bioasq, biomamba_hf.bioasq.formats, biomamba_hf.bioasq.squad, biomamba_hf.bioasq.evaluation],
+)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0

@@ -12,14 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from biomamba_hf.metrics.bioasq import (
-    MAX_CANDIDATES,
-    bioasq_factoid,
-    bioasq_factoid_batches,
-    merge_candidates,
-    normalize_answer,
-    to_submission,
-)
+from biomamba_hf.bioasq.formats import MAX_CANDIDATES, to_submission
+from biomamba_hf.metrics.bioasq import bioasq_factoid, bioasq_factoid_batches, merge_candidates, normalize_answer
 from biomamba_hf.qa import extract_answers
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ import torch
 from helpers import SENTENCES, data_dir, example_script, record_compiled_modules, tiny_config
 
 from biomamba_hf import ops, qa_training
-from biomamba_hf.data.bioasq import load_test_references
+from biomamba_hf.bioasq.evaluation import check_disjoint, load_test_references
 from biomamba_hf.metrics import bioasq_factoid_batches, load_predictions, merge_nbest
-from biomamba_hf.qa_training import add_lora, check_disjoint, resolve_qa_layout
+from biomamba_hf.qa_training import add_lora, resolve_qa_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "run_qa.py"
@@ -272,12 +272,12 @@ def test_logits_evaluation_matches_the_pipeline(trained, bioasq_files, tmp_path)
     """The Trainer path (batched, padded, longest first) gives the pipeline's candidates and probabilities."""
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer, Trainer, TrainingArguments
 
-    from biomamba_hf.data.bioasq import load_test_set
+    from biomamba_hf.bioasq.evaluation import load_test_set
 
     output_dir, _ = trained
     model = AutoModelForQuestionAnswering.from_pretrained(output_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
-    rows = load_test_set(bioasq_files["test_dir"])[0].to_list()
+    rows = load_test_set(bioasq_files["test_dir"])[0]
     args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=3, report_to="none")
     trainer = Trainer(model=model, args=args, data_collator=qa_training.QADataCollator(tokenizer.pad_token_id))
     options = {"max_seq_length": 64, "doc_stride": 16, "max_question_length": 24}

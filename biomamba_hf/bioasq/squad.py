@@ -1,17 +1,6 @@
-"""BioASQ factoid data: BioBERT's SQuAD-format files, official golden/training JSON, and test-set layouts.
+"""BioASQ as SQuAD: BioBERT's SQuAD-format files, and official golden/training JSON converted to SQuAD examples.
 
-Three entry points, all returning the same SQuAD columns (``id``, ``title``, ``context``, ``question``,
-``answers = {"text": [...], "answer_start": [...]}``) plus ``question_id`` (the BioASQ question id, the qa id
-before its ``_<nnn>`` suffix, by which predictions are merged) and ``batch`` (e.g. ``"4b-1"``, from the file name):
-
-* :func:`load_squad_bioasq` reads BioBERT's SQuAD-format files (test files have no answers: empty lists);
-* :func:`golden_to_squad` turns official BioASQ golden/training JSON into SQuAD training examples (each snippet of
-  a factoid question is a context; the answer span is found by matching the gold synonyms in it);
-* :func:`load_test_set` reads a test-set folder (``test/BioASQ-test-factoid-4b-{1..5}.json`` and
-  ``golden/4B{1..5}_golden.json``) into the examples to predict and the references of each batch.
-
-Every input file is validated up front: a malformed file or record raises ``ValueError`` naming the file, the
-record id and the field. ``datasets`` is imported only when a ``Dataset`` is built.
+Every row has the SQuAD columns plus ``question_id`` (the qa id before ``_<nnn>``) and ``batch`` (from the file name).
 """
 
 from __future__ import annotations
@@ -22,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..metrics.bioasq import PathLike, _as_paths, batch_name, question_id, read_golden_questions, read_json
+from .formats import PathLike, as_paths, batch_name, question_id, read_golden_questions, read_json
 
 if TYPE_CHECKING:
     import datasets
@@ -30,13 +19,10 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_QUESTION_CHARS",
     "GoldenConversionReport",
-    "TestBatch",
     "find_answer_span",
-    "find_test_batches",
     "golden_to_squad",
     "load_squad_bioasq",
-    "load_test_references",
-    "load_test_set",
+    "load_training_examples",
     "read_squad_bioasq",
     "squad_features",
 ]
@@ -174,7 +160,7 @@ def read_squad_bioasq(paths: PathLike | Iterable[PathLike]) -> list[dict]:
     """
     seen: dict[str, Path] = {}
     rows = []
-    for path in _as_paths(paths, "paths"):
+    for path in as_paths(paths, "paths"):
         rows.extend(_read_squad_file(path, seen))
     return rows
 
@@ -316,7 +302,7 @@ def golden_to_squad(
     report = GoldenConversionReport()
     rows = []
     seen: dict[str, Path] = {}
-    for path in _as_paths(golden_paths, "golden_paths"):
+    for path in as_paths(golden_paths, "golden_paths"):
         report.files.append(str(path))
         batch = batch_name(path)
         all_questions = read_golden_questions(path, question_types=None)
@@ -374,88 +360,38 @@ def golden_to_squad(
     return (_to_dataset(rows) if as_dataset else rows), report
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Test-set folders: test/BioASQ-test-factoid-4b-{1..5}.json + golden/4B{1..5}_golden.json
-# --------------------------------------------------------------------------------------------------------------------
+def load_training_examples(
+    golden_files: Sequence[PathLike] = (),
+    squad_files: Sequence[PathLike] = (),
+    *,
+    keep_unanswerable: bool = False,
+) -> tuple[list[dict], list[Any]]:
+    """SQuAD-style training rows from BioASQ golden JSON (via ``golden_to_squad``) and SQuAD files with answers.
 
-
-@dataclasses.dataclass(frozen=True)
-class TestBatch:
-    """One test batch: its name, BioBERT's SQuAD-format test file and the official golden file."""
-
-    __test__ = False  # not a pytest test class
-
-    name: str
-    squad_path: Path
-    golden_path: Path
-
-
-def find_test_batches(directory: PathLike) -> list[TestBatch]:
-    """The batches of a test-set folder, pairing ``test/BioASQ-test-factoid-<batch>.json`` with its golden file.
-
-    The folder holds ``test/`` (SQuAD-format files) and ``golden/`` (``*_golden.json``); files pair by
-    :func:`~biomamba_hf.metrics.batch_name` (``BioASQ-test-factoid-4b-3.json`` with ``4B3_golden.json``).
+    Every file is read and validated before anything is returned. A SQuAD file in which no question has an answer
+    (a test file) is refused. Returns ``(rows, reports)`` with one ``GoldenConversionReport`` per golden file.
     """
-    directory = Path(directory)
-    test_dir, golden_dir = directory / "test", directory / "golden"
-    if not test_dir.is_dir() or not golden_dir.is_dir():
-        raise ValueError(
-            f"{directory}: a BioASQ test-set folder needs 'test/' (BioASQ-test-factoid-*.json) and 'golden/' "
-            "(*_golden.json) subfolders"
-        )
-    golden = {batch_name(p): p for p in sorted(golden_dir.glob("*_golden.json"))}
-    tests = sorted(test_dir.glob("BioASQ-test-factoid-*.json"))
-    if not tests:
-        raise ValueError(f"{test_dir}: no BioASQ-test-factoid-*.json file")
-    batches = []
-    for path in tests:
-        name = batch_name(path)
-        if name not in golden:
+    rows: list[dict] = []
+    reports = []
+    for path in golden_files:
+        converted, report = golden_to_squad(path, keep_unanswerable=keep_unanswerable, as_dataset=False)
+        rows.extend(converted)
+        reports.append(report)
+    for path in squad_files:
+        squad_rows = read_squad_bioasq(path)
+        if squad_rows and not any(row["answers"]["text"] for row in squad_rows):
             raise ValueError(
-                f"{path}: no golden file for batch {name!r} in {golden_dir} (found batches: {sorted(golden) or 'none'}); "
-                "add the batch's golden file, named like 4B1_golden.json for batch 4b-1"
+                f"{path}: none of its {len(squad_rows)} qas has an answer (every 'answers' field is empty), so it "
+                "cannot train a QA model; is it a test file? Pass it to --test_dirs or --predict_files instead, or "
+                "give golden files with --train_golden_files."
             )
-        batches.append(TestBatch(name, path, golden.pop(name)))
-    return batches
-
-
-def _check_pairing(batch: TestBatch, rows: Sequence[dict], references: dict) -> None:
-    missing = sorted({row["question_id"] for row in rows} - set(references))
-    if missing:
-        raise ValueError(
-            f"{batch.squad_path}: {len(missing)} question(s) of batch {batch.name!r} are not factoid questions of "
-            f"{batch.golden_path} (first: {missing[0]!r}); is the golden file of the right batch?"
-        )
-
-
-def load_test_references(directory: PathLike) -> dict[str, dict[str, list[list[str]]]]:
-    """``{batch: {question id: exact_answer}}`` for the test set in ``directory`` (see :func:`find_test_batches`).
-
-    Each batch holds the factoid questions of its golden file; every question of its SQuAD test file must be
-    among them (checked, to catch a golden file of another batch).
-    """
-    from ..metrics.bioasq import load_golden
-
-    references_by_batch = {}
-    for batch in find_test_batches(directory):
-        references = load_golden(batch.golden_path)
-        _check_pairing(batch, read_squad_bioasq(batch.squad_path), references)
-        references_by_batch[batch.name] = references
-    return references_by_batch
-
-
-def load_test_set(directory: PathLike) -> tuple[datasets.Dataset, dict[str, dict[str, list[list[str]]]]]:
-    """The examples to predict (all batches, :func:`load_squad_bioasq` columns) and the references by batch.
-
-    Ready for :func:`~biomamba_hf.metrics.bioasq_factoid_batches` after merging the predictions per question.
-    """
-    from ..metrics.bioasq import load_golden
-
-    batches = find_test_batches(directory)
-    rows = read_squad_bioasq([b.squad_path for b in batches])
-    references_by_batch = {}
-    for batch in batches:
-        references = load_golden(batch.golden_path)
-        _check_pairing(batch, [row for row in rows if row["batch"] == batch.name], references)
-        references_by_batch[batch.name] = references
-    return _to_dataset(rows), references_by_batch
+        rows.extend(squad_rows)
+    seen: dict[str, str] = {}
+    for row in rows:
+        if row["id"] in seen:
+            raise ValueError(
+                f"training example id {row['id']!r} occurs twice (batches {seen[row['id']]!r} and {row['batch']!r}); "
+                "pass each training file once"
+            )
+        seen[row["id"]] = row["batch"]
+    return rows, reports

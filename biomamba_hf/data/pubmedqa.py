@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..metrics.bioasq import PathLike, read_json
+from ..bioasq.formats import PathLike, read_json
 
 __all__ = [
     "LABELS",

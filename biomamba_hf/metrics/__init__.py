@@ -2,8 +2,28 @@
 
 from pathlib import Path
 
-from . import bioasq as _bioasq
-from .bioasq import *  # noqa: F403  (the public names listed in bioasq.__all__)
+from ..bioasq.formats import (
+    MAX_CANDIDATES,
+    batch_name,
+    load_golden,
+    load_golden_batches,
+    load_predictions,
+    question_id,
+    read_golden_questions,
+    read_json,
+    to_submission,
+    write_submission,
+)
+from .bioasq import (
+    bioasq_factoid,
+    bioasq_factoid_batches,
+    clean_answer,
+    flatten_scores,
+    merge_candidates,
+    merge_nbest,
+    normalize_answer,
+    question_scores,
+)
 
 
 def evaluate_module_path() -> str:
@@ -11,4 +31,24 @@ def evaluate_module_path() -> str:
     return str(Path(__file__).parent / "bioasq_factoid")
 
 
-__all__ = [*_bioasq.__all__, "evaluate_module_path"]
+__all__ = [
+    "MAX_CANDIDATES",
+    "batch_name",
+    "bioasq_factoid",
+    "bioasq_factoid_batches",
+    "clean_answer",
+    "evaluate_module_path",
+    "flatten_scores",
+    "load_golden",
+    "load_golden_batches",
+    "load_predictions",
+    "merge_candidates",
+    "merge_nbest",
+    "normalize_answer",
+    "question_id",
+    "question_scores",
+    "read_golden_questions",
+    "read_json",
+    "to_submission",
+    "write_submission",
+]

@@ -16,21 +16,19 @@ micro average over all questions.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .bioasq import (
+from ..bioasq.formats import (
     MAX_CANDIDATES,
-    bioasq_factoid_batches,
     load_golden_batches,
     load_predictions,
-    merge_nbest,
-    question_scores,
     read_json,
+    write_json,
     write_submission,
 )
+from .bioasq import bioasq_factoid_batches, merge_nbest, question_scores
 
 
 def _golden_files(paths: Sequence[str]) -> list[Path]:
@@ -131,9 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             output["questions"] = {
                 batch: question_scores(predictions, references) for batch, references in references_by_batch.items()
             }
-        path = Path(args.output_json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(output, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_json(args.output_json, output)
     if args.write_submission:
         question_ids = [qid for references in references_by_batch.values() for qid in references]
         write_submission(args.write_submission, predictions, question_ids)
