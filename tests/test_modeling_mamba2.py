@@ -284,3 +284,32 @@ def test_prepare_tokenizer_for_qa_resizes_a_full_mamba2_vocabulary(tokenizer):
     ids = tokenizer("Which gene? <|sep|> CFTR.", return_tensors="pt")["input_ids"]
     assert tokenizer.sep_token_id in ids[0].tolist()
     assert model(input_ids=ids).start_logits.shape == ids.shape
+
+
+@pytest.mark.parametrize("name", ["mamba2_130m_scratch", "mamba2_130m_continued"])
+def test_mamba2_130m_configs_parse_with_run_clm(name):
+    """The example configs parse with run_clm's own parser and, from scratch, give the Mamba2-130m shape."""
+    from helpers import ROOT, example_script
+    from transformers import AutoModelForCausalLM
+
+    from biomamba_hf.training import config_from_overrides
+
+    with example_script("run_clm") as run_clm:
+        # bf16 needs a GPU: parsed here without it (flags after the file override it, as on the command line)
+        model_args, data_args, args = run_clm.parse_args(
+            [str(ROOT / "examples/configs" / f"{name}.yaml"), "--bf16=false"]
+        )
+    assert data_args.block_size == 2048 and args.tokens_per_step == 524288 and args.max_steps == 4800
+    assert (args.learning_rate, args.adam_beta2, args.weight_decay, args.max_grad_norm) == (6e-4, 0.95, 0.1, 1.0)
+    if name.endswith("continued"):
+        assert model_args.model_name_or_path == "checkpoints/mamba2-130m" and model_args.model_type is None
+        return
+    assert model_args.model_type == "mamba2"
+    config = config_from_overrides(model_args.model_type, model_args.config_overrides)
+    shape = ("hidden_size", "num_hidden_layers", "state_size", "head_dim", "num_heads", "expand", "n_groups")
+    assert [getattr(config, key) for key in shape] == [768, 24, 128, 64, 24, 2, 1]
+    assert (config.chunk_size, config.vocab_size, config.tie_word_embeddings) == (256, 50288, True)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    assert model.lm_head.weight is model.backbone.embeddings.weight
+    assert 128e6 < sum(p.numel() for p in model.parameters()) < 130e6  # "130m"
