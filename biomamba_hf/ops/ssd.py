@@ -33,7 +33,6 @@ Opt out with ``BIOMAMBA_FAST_SCAN=0`` (the same switch as Mamba-1's fast scan) o
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import logging
 import os
@@ -56,12 +55,13 @@ __all__ = [
 MAMBA2_FAST_PATH_NAME = "biomamba_hf portable chunked SSD (PyTorch)"
 FAST_SCAN_ENV = "BIOMAMBA_FAST_SCAN"  # the same switch as biomamba_hf.ops.FAST_SCAN_ENV
 _CHUNK_SCAN_ATTRIBUTE = "mamba2_chunk_scan"
+_CONV_ATTRIBUTE = "causal_conv1d_fn"
 _TORCH_FORWARD_ATTRIBUTE = "torch_forward"
 
 logger = logging.getLogger(__name__)
 
-# What install_mamba2_fast_path replaced: ("chunk_scan" | "torch_forward", the original callable), or None.
-_installed: tuple[str, object] | None = None
+# What install_mamba2_fast_path replaced: attribute name -> the original (module-level function or the mixer method).
+_installed: dict[str, object] = {}
 _logged = False
 
 
@@ -114,9 +114,10 @@ def _ssd_forward(x, dt, A, B, C, D, initial_states, chunk_size: int):
     chunk_decay = torch.exp(a_cumsum[..., -1]).permute(0, 2, 1)[..., None, None]  # (b, c, h, 1, 1)
     current = initial_states if initial_states is not None else x.new_zeros(batch, heads, head_dim, state)
     entering = []
-    for c in range(chunks):
+    # unbind, not indexing: the backward of one index per chunk would allocate a full-size gradient per chunk
+    for decay, chunk_state in zip(chunk_decay.unbind(1), chunk_states.unbind(1)):
         entering.append(current)
-        current = chunk_decay[:, c] * current + chunk_states[:, c]
+        current = decay * current + chunk_state
     entering = torch.stack(entering, dim=1).view(batch, chunks, groups, per_group, head_dim, state)
 
     # 4. the entering state's contribution inside each chunk, decayed to each position
@@ -171,6 +172,25 @@ def mamba2_chunk_scan(
     return (y, final_state) if return_final_states else y
 
 
+def causal_conv1d(hidden_states, weight, bias=None, activation=None, **kwargs):
+    """Same arguments and result as transformers' reference ``causal_conv1d_fn``: the depthwise causal convolution of
+    ``hidden_states (b, channels, l)`` with ``weight (channels, kernel)``, as a sum of ``kernel`` shifted products.
+    (On CPU, ``F.conv1d``'s depthwise backward is about two orders of magnitude slower than this.)"""
+    from transformers.activations import ACT2FN
+
+    length = hidden_states.shape[-1]
+    kernel = weight.shape[-1]
+    padded = F.pad(hidden_states.to(weight.dtype), (kernel - 1, 0))
+    out = padded[..., kernel - 1 :] * weight[:, kernel - 1, None]
+    for k in range(kernel - 1):
+        out = out + padded[..., k : k + length] * weight[:, k, None]
+    if bias is not None:
+        out = out + bias[:, None]
+    if activation is not None:
+        out = ACT2FN[activation](out)
+    return out.to(hidden_states.dtype)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # the mixer's full-sequence forward (for transformers releases whose mixer has `torch_forward`)
 
@@ -183,7 +203,8 @@ def _mixer_middle(mixer, projected_states, attention_mask):
     _, _, gate, xBC, dt = projected_states.split(
         [d_mlp, d_mlp, mixer.intermediate_size, mixer.conv_dim, mixer.num_heads], dim=-1
     )
-    xBC = mixer.act(mixer.conv1d(xBC.transpose(1, 2))[..., :seq_len].transpose(1, 2))
+    xBC = causal_conv1d(xBC.transpose(1, 2), mixer.conv1d.weight.squeeze(1), mixer.conv1d.bias, mixer.activation)
+    xBC = xBC.transpose(1, 2)
     xBC = _apply_mask_to_padding_states(xBC, attention_mask)
     x, B, C = torch.split(xBC, [mixer.intermediate_size, groups_state, groups_state], dim=-1)
     dt = F.softplus(dt + mixer.dt_bias)
@@ -228,11 +249,9 @@ def _apply_mask_to_padding_states(hidden_states, attention_mask):
 
 
 def _original_torch_forward():
-    if _installed is None or _installed[0] != "torch_forward":
-        from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer
+    from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer
 
-        return Mamba2Mixer.torch_forward
-    return _installed[1]
+    return _installed.get(_TORCH_FORWARD_ATTRIBUTE, Mamba2Mixer.torch_forward)
 
 
 def _torch_forward_replacement(original):
@@ -257,26 +276,37 @@ def _torch_forward_replacement(original):
 
 
 def _kernel_binding(original) -> bool:
-    """Whether transformers bound ``mamba2_chunk_scan`` to mamba-ssm's kernel rather than to its reference."""
+    """Whether transformers bound one of its ``use_kernel_func_from_hub_with_fallback`` functions to the kernel
+    package (mamba-ssm, causal-conv1d) rather than to its reference."""
     try:
         bound = inspect.getclosurevars(original).nonlocals
         if "is_new_implementation" in bound:
             return bool(bound["is_new_implementation"])
     except (TypeError, ValueError):
         pass
-    return importlib.util.find_spec("mamba_ssm") is not None
+    return True  # unknown wrapper: keep it where kernels could run
 
 
-def _dispatch_chunk_scan(*args, **kwargs):
-    """Stands in for transformers' ``mamba2_chunk_scan``: mamba-ssm's kernel for CUDA tensors where transformers bound
-    it, packed sequences (``seq_idx``/``cu_seqlens``) to transformers, else :func:`mamba2_chunk_scan`."""
-    original = _installed[1]
-    hidden_states = args[0] if args else kwargs["hidden_states"]
-    on_cuda = hidden_states.device.type == "cuda"
-    packed = kwargs.get("seq_idx") is not None or kwargs.get("cu_seqlens") is not None
-    if packed or (on_cuda and _kernel_binding(original)):
-        return original(*args, **kwargs)
-    return mamba2_chunk_scan(*args, **kwargs)
+def _dispatcher(attribute: str, portable):
+    """A stand-in for transformers' module-level ``attribute``: the original where it is the kernel package's
+    function and the tensors are on CUDA, and for packed sequences (``seq_idx``/``cu_seqlens``); else ``portable``."""
+
+    def dispatch(*args, **kwargs):
+        original = _installed[attribute]
+        hidden_states = args[0] if args else kwargs["hidden_states"]
+        packed = kwargs.get("seq_idx") is not None or kwargs.get("cu_seqlens") is not None
+        if packed or (hidden_states.device.type == "cuda" and _kernel_binding(original)):
+            return original(*args, **kwargs)
+        return portable(*args, **kwargs)
+
+    dispatch.__name__ = dispatch.__qualname__ = f"biomamba_{attribute}"
+    return dispatch
+
+
+_DISPATCHERS = {
+    _CHUNK_SCAN_ATTRIBUTE: _dispatcher(_CHUNK_SCAN_ATTRIBUTE, mamba2_chunk_scan),
+    _CONV_ATTRIBUTE: _dispatcher(_CONV_ATTRIBUTE, causal_conv1d),
+}
 
 
 def _log_path_once() -> None:
@@ -291,67 +321,72 @@ def _opted_out() -> bool:
 
 
 def install_mamba2_fast_path() -> bool:
-    """Route transformers' Mamba-2 reference SSD through the portable path; returns whether it is active.
+    """Route transformers' Mamba-2 reference path through the portable one; returns whether it is active.
 
-    Idempotent. Does nothing (returns ``False``) when ``BIOMAMBA_FAST_SCAN`` is ``0``/``false``/``no``/``off``.
-    Raises ``RuntimeError`` when transformers has neither hook point (``mamba2_chunk_scan`` nor
-    ``Mamba2Mixer.torch_forward``), so an upstream refactor fails loudly instead of silently losing the path.
+    Idempotent. Does nothing (returns whether it is already active) when ``BIOMAMBA_FAST_SCAN`` is
+    ``0``/``false``/``no``/``off``. Raises ``RuntimeError`` when transformers has neither hook point
+    (``mamba2_chunk_scan`` nor ``Mamba2Mixer.torch_forward``), so an upstream refactor fails loudly instead of
+    silently losing the path.
     """
-    global _installed
-    if _opted_out():
+    if _opted_out() or _installed:
         return mamba2_fast_path_active()
-    if _installed is not None:
-        return True
     from transformers.models.mamba2 import modeling_mamba2
 
-    current = getattr(modeling_mamba2, _CHUNK_SCAN_ATTRIBUTE, None)
-    if callable(current):
-        _installed = ("chunk_scan", current)
-        setattr(modeling_mamba2, _CHUNK_SCAN_ATTRIBUTE, _dispatch_chunk_scan)
-    elif callable(getattr(modeling_mamba2.Mamba2Mixer, _TORCH_FORWARD_ATTRIBUTE, None)):
-        original = modeling_mamba2.Mamba2Mixer.torch_forward
-        _installed = ("torch_forward", original)
-        modeling_mamba2.Mamba2Mixer.torch_forward = _torch_forward_replacement(original)
+    mixer = modeling_mamba2.Mamba2Mixer
+    if callable(getattr(modeling_mamba2, _CHUNK_SCAN_ATTRIBUTE, None)):
+        for attribute, dispatch in _DISPATCHERS.items():
+            original = getattr(modeling_mamba2, attribute, None)
+            if callable(original):
+                _installed[attribute] = original
+                setattr(modeling_mamba2, attribute, dispatch)
+    elif callable(getattr(mixer, _TORCH_FORWARD_ATTRIBUTE, None)):
+        _installed[_TORCH_FORWARD_ATTRIBUTE] = mixer.torch_forward
+        mixer.torch_forward = _torch_forward_replacement(mixer.torch_forward)
     else:
         raise RuntimeError(
             "transformers.models.mamba2.modeling_mamba2 has neither `mamba2_chunk_scan` nor "
             "`Mamba2Mixer.torch_forward`: the biomamba_hf portable Mamba-2 path cannot hook in; "
             f"set {FAST_SCAN_ENV}=0 and report this at the biomamba_hf issue tracker"
         )
-    return True
+    return mamba2_fast_path_active()
 
 
 def uninstall_mamba2_fast_path() -> None:
     """Restore what :func:`install_mamba2_fast_path` replaced (idempotent)."""
-    global _installed, _logged
-    if _installed is None:
-        return
+    global _logged
     from transformers.models.mamba2 import modeling_mamba2
 
-    kind, original = _installed
-    if kind == "chunk_scan":
-        setattr(modeling_mamba2, _CHUNK_SCAN_ATTRIBUTE, original)
-    else:
-        modeling_mamba2.Mamba2Mixer.torch_forward = original
-    _installed = None
+    for attribute, original in list(_installed.items()):
+        if attribute == _TORCH_FORWARD_ATTRIBUTE:
+            modeling_mamba2.Mamba2Mixer.torch_forward = original
+        else:
+            setattr(modeling_mamba2, attribute, original)
+        del _installed[attribute]
     _logged = False
 
 
 def mamba2_fast_path_active() -> bool:
     """True while transformers' Mamba-2 reference path is routed through the portable SSD."""
-    if _installed is None:
+    if not _installed:
         return False
     from transformers.models.mamba2 import modeling_mamba2
 
-    if _installed[0] == "chunk_scan":
-        return getattr(modeling_mamba2, _CHUNK_SCAN_ATTRIBUTE, None) is _dispatch_chunk_scan
-    return getattr(modeling_mamba2.Mamba2Mixer.torch_forward, "_biomamba_original", None) is _installed[1]
+    if _TORCH_FORWARD_ATTRIBUTE in _installed:
+        replaced = modeling_mamba2.Mamba2Mixer.torch_forward
+        return getattr(replaced, "_biomamba_original", None) is _installed[_TORCH_FORWARD_ATTRIBUTE]
+    return getattr(modeling_mamba2, _CHUNK_SCAN_ATTRIBUTE, None) is _DISPATCHERS[_CHUNK_SCAN_ATTRIBUTE]
 
 
 def mamba2_code_path(device="cpu") -> str:
-    """A short human-readable name of the Mamba-2 SSD implementation used on ``device``."""
+    """A short human-readable name of the Mamba-2 implementation used on ``device``."""
+    from transformers.models.mamba2 import modeling_mamba2
+
     device_type = getattr(device, "type", str(device)).split(":")[0]
-    if device_type == "cuda" and importlib.util.find_spec("mamba_ssm") is not None:
+    if hasattr(modeling_mamba2, _CHUNK_SCAN_ATTRIBUTE):
+        kernels = _kernel_binding(_installed.get(_CHUNK_SCAN_ATTRIBUTE, modeling_mamba2.mamba2_chunk_scan))
+    else:
+        kernels = bool(getattr(modeling_mamba2, "is_fast_path_available", False))
+    if device_type == "cuda" and kernels:
         return "CUDA kernels (mamba-ssm)"
     if mamba2_fast_path_active():
         return MAMBA2_FAST_PATH_NAME
