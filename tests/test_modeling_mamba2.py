@@ -292,7 +292,7 @@ def test_mamba2_130m_configs_parse_with_run_clm(name):
     from helpers import ROOT, example_script
     from transformers import AutoModelForCausalLM
 
-    from biomamba_hf.training import config_from_overrides
+    from biomamba_hf.script_utils import config_from_overrides
 
     with example_script("run_clm") as run_clm:
         # bf16 needs a GPU: parsed here without it (flags after the file override it, as on the command line)
