@@ -313,3 +313,22 @@ def test_mamba2_130m_configs_parse_with_run_clm(name):
         model = AutoModelForCausalLM.from_config(config)
     assert model.lm_head.weight is model.backbone.embeddings.weight
     assert 128e6 < sum(p.numel() for p in model.parameters()) < 130e6  # "130m"
+
+
+def test_gpt_neox_tokenizer_fits_a_mamba2_checkpoint_and_the_pipeline_answers(tmp_path):
+    """The real GPT-NeoX tokenizer (50,277 tokens) on a Mamba-2 checkpoint's 50,288 rows: the separator fits."""
+    from helpers import data_dir
+    from transformers import pipeline
+
+    tokenizer = AutoTokenizer.from_pretrained(data_dir() / "tokenizers" / "gpt-neox-20b")
+    assert len(tokenizer) == 50277 and tokenizer.pad_token is None and tokenizer.sep_token is None
+    Mamba2ForCausalLM(tiny_mamba2_config(50288, pad_token_id=0)).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    qa = pipeline("question-answering", model=str(tmp_path))
+    assert type(qa.model) is Mamba2ForQuestionAnswering
+    assert qa.model.get_input_embeddings().num_embeddings == 50288
+    assert (qa.tokenizer.pad_token, qa.tokenizer.pad_token_id) == ("<|padding|>", 1)
+    assert (qa.tokenizer.sep_token, qa.tokenizer.sep_token_id) == ("<|sep|>", 50277)
+    context = "Cystic fibrosis results from mutations in the CFTR chloride channel."
+    answer = qa(question="Which gene is mutated in cystic fibrosis?", context=context)
+    assert answer["answer"] and context[answer["start"] : answer["end"]] == answer["answer"]
