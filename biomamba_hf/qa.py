@@ -26,7 +26,7 @@ windows always advance. Candidates from all windows are ranked together (:func:`
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -260,3 +260,220 @@ def extract_answers(
                 best[key] = score
     ranked = sorted(best.items(), key=lambda item: (-item[1], item[0]))[:top_k]
     return [{"score": math.exp(s), "start": a, "end": b, "answer": context[a:b]} for (a, b), s in ranked]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fine-tuning and evaluation: layout of a run, Dataset.map features, n-best predictions
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def resolve_qa_layout(requested: str | None, config, source: str = "the checkpoint") -> str:
+    """The QA layout of a run: ``requested`` (or the checkpoint's own, or ``"question_first"``), recorded in ``config``.
+
+    A checkpoint already fine-tuned for QA (``architectures`` names a ``...ForQuestionAnswering`` class) keeps the
+    layout it was trained with: asking for another one is an error, since its head reads spans where that layout put
+    them.
+    """
+    if requested is not None and requested not in QA_LAYOUTS:
+        raise ValueError(f"--qa_layout {requested!r} is not a QA layout; use one of {', '.join(QA_LAYOUTS)}.")
+    trained = getattr(config, "qa_layout", None)
+    is_qa_checkpoint = any(
+        name.endswith("ForQuestionAnswering") for name in (getattr(config, "architectures", None) or [])
+    )
+    if is_qa_checkpoint and trained is not None:
+        if requested is not None and requested != trained:
+            raise ValueError(
+                f"{source} was fine-tuned for QA with qa_layout={trained!r} but --qa_layout {requested!r} was asked "
+                f"for. Its head reads answer spans where {trained!r} puts them: drop --qa_layout (or pass "
+                f"--qa_layout {trained}), or start from a causal-LM checkpoint to train a {requested!r} model."
+            )
+        layout = trained
+    else:
+        layout = requested or "question_first"
+    config.qa_layout = layout
+    return layout
+
+
+def prepare_train_features(
+    examples: Mapping[str, list], tokenizer, *, layout: str, max_seq_length: int, doc_stride: int, max_question_length
+) -> dict[str, list]:
+    """``Dataset.map(batched=True)`` function: training windows with ``start_positions`` / ``end_positions``.
+
+    The first answer of each example is the target; windows without the whole answer (and examples without an
+    answer) point at the separator, the "no answer here" position.
+    """
+    starts = [a["answer_start"][0] if a["answer_start"] else None for a in examples["answers"]]
+    texts = [a["text"][0] if a["text"] else None for a in examples["answers"]]
+    features = prepare_qa_features(
+        tokenizer,
+        examples["question"],
+        examples["context"],
+        layout=layout,
+        max_seq_len=max_seq_length,
+        doc_stride=doc_stride,
+        max_question_len=max_question_length,
+        answer_starts=starts,
+        answer_texts=texts,
+    )
+    keys = ("input_ids", "attention_mask", "start_positions", "end_positions", "token_type_ids")
+    return {key: features[key] for key in keys if key in features}
+
+
+def prepare_eval_features(
+    examples: Mapping[str, list], tokenizer, *, layout: str, max_seq_length: int, doc_stride: int, max_question_length
+) -> dict[str, list]:
+    """``Dataset.map(batched=True)`` function: prediction windows with ``example_id`` and ``offset_mapping``."""
+    features = prepare_qa_features(
+        tokenizer,
+        examples["question"],
+        examples["context"],
+        layout=layout,
+        max_seq_len=max_seq_length,
+        doc_stride=doc_stride,
+        max_question_len=max_question_length,
+    )
+    out = {key: features[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in features}
+    out["example_id"] = [examples["id"][i] for i in features["example_index"]]
+    out["offset_mapping"] = features["offset_mapping"]
+    return out
+
+
+def postprocess_predictions(
+    examples: Sequence[Mapping[str, Any]],
+    features: Sequence[Mapping[str, Any]],
+    start_logits,
+    end_logits,
+    *,
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
+) -> dict[str, list[dict[str, Any]]]:
+    """The n-best answers of every example (context) from the logits of its windows.
+
+    ``features`` are the rows of :func:`prepare_eval_features` (``example_id``, ``offset_mapping``), in the order of
+    the rows of ``start_logits`` / ``end_logits`` (arrays ``(num_features, length)``, padded at the end with any
+    value: only positions with an offset are read). Returns ``{example id: [{"text", "probability", "start",
+    "end"}, ...]}`` best first, the ``nbest_predictions.json`` layout of BioBERT and transformers; an example
+    without a candidate gets an empty list.
+    """
+    import numpy as np
+
+    if len(features) != len(start_logits) or len(features) != len(end_logits):
+        raise ValueError(
+            f"got {len(features)} features but {len(start_logits)} start and {len(end_logits)} end logit rows; "
+            "pass the logits of exactly these features, in order"
+        )
+    windows: dict[str, list[int]] = {}
+    for index, feature in enumerate(features):
+        windows.setdefault(feature["example_id"], []).append(index)
+    nbest = {}
+    for example in examples:
+        indices = windows.get(example["id"], [])
+        if not indices:
+            raise ValueError(f"example {example['id']!r} has no window among the features; build them from these rows")
+        answers = extract_answers(
+            example["context"],
+            [np.asarray(start_logits[i])[: len(features[i]["offset_mapping"])] for i in indices],
+            [np.asarray(end_logits[i])[: len(features[i]["offset_mapping"])] for i in indices],
+            [features[i]["offset_mapping"] for i in indices],
+            top_k=n_best_size,
+            max_answer_len=max_answer_length,
+        )
+        nbest[example["id"]] = [
+            {"text": a["answer"], "probability": a["score"], "start": a["start"], "end": a["end"]} for a in answers
+        ]
+    return nbest
+
+
+def pipeline_nbest(
+    model,
+    tokenizer,
+    examples: Sequence[Mapping[str, Any]],
+    *,
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
+    max_seq_length: int = 384,
+    doc_stride: int = 128,
+    max_question_length: int = 64,
+    batch_size: int = 8,
+    device=None,
+) -> dict[str, list[dict[str, Any]]]:
+    """:func:`postprocess_predictions`'s output computed through ``pipeline("question-answering")`` instead.
+
+    Slower (no cross-process batching) but independent of the Trainer; useful to check a saved checkpoint.
+    """
+    from transformers import pipeline
+
+    qa = pipeline("question-answering", model=model, tokenizer=tokenizer, device=device)
+    inputs = [{"question": e["question"], "context": e["context"]} for e in examples]
+    outputs = qa(
+        inputs,
+        top_k=n_best_size,
+        max_answer_len=max_answer_length,
+        max_seq_len=max_seq_length,
+        doc_stride=doc_stride,
+        max_question_len=max_question_length,
+        batch_size=batch_size,
+    )
+    nbest = {}
+    for example, answers in zip(examples, outputs):
+        answers = [answers] if isinstance(answers, dict) else answers
+        nbest[example["id"]] = [
+            {"text": a["answer"], "probability": a["score"], "start": a["start"], "end": a["end"]}
+            for a in answers
+            if a["answer"]
+        ]
+    return nbest
+
+
+def predict_nbest(
+    trainer,
+    rows: Sequence[Mapping[str, Any]],
+    tokenizer,
+    *,
+    layout: str,
+    max_seq_length: int,
+    doc_stride: int,
+    max_question_length: int,
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
+    metric_key_prefix: str = "test",
+) -> dict[str, list[dict[str, Any]]]:
+    """The n-best answers of every row (SQuAD columns ``id``, ``question``, ``context``) with ``trainer.predict``.
+
+    Windows are built with :func:`prepare_eval_features`, run longest first (less padding per batch; the Trainer
+    gathers them across processes) and turned into answers by :func:`postprocess_predictions`.
+    """
+    import datasets
+    import numpy as np
+
+    columns = {key: [row[key] for row in rows] for key in ("id", "question", "context")}
+    features = prepare_eval_features(
+        columns,
+        tokenizer,
+        layout=layout,
+        max_seq_length=max_seq_length,
+        doc_stride=doc_stride,
+        max_question_length=max_question_length,
+    )
+    order = sorted(range(len(features["input_ids"])), key=lambda i: -len(features["input_ids"][i]))
+    model_keys = [key for key in ("input_ids", "attention_mask", "token_type_ids") if key in features]
+    dataset = datasets.Dataset.from_dict({key: [features[key][i] for i in order] for key in model_keys})
+    output = trainer.predict(dataset, metric_key_prefix=metric_key_prefix)
+    start_sorted, end_sorted = output.predictions[:2]
+    start_logits = np.empty(len(order), dtype=object)
+    end_logits = np.empty(len(order), dtype=object)
+    for position, index in enumerate(order):
+        start_logits[index] = start_sorted[position]
+        end_logits[index] = end_sorted[position]
+    feature_rows = [
+        {"example_id": example_id, "offset_mapping": offsets}
+        for example_id, offsets in zip(features["example_id"], features["offset_mapping"])
+    ]
+    return postprocess_predictions(
+        rows,
+        feature_rows,
+        start_logits,
+        end_logits,
+        n_best_size=n_best_size,
+        max_answer_length=max_answer_length,
+    )

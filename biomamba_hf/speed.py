@@ -25,6 +25,8 @@ import types
 
 import torch
 
+from .data.clm import IGNORE_INDEX
+
 __all__ = [
     "CHUNKED_CE_IMPLEMENTATIONS",
     "chunked_linear_cross_entropy",
@@ -34,7 +36,6 @@ __all__ = [
     "liger_available",
 ]
 
-IGNORE_INDEX = -100
 #: ``implementation`` values of :func:`chunked_linear_cross_entropy`.
 CHUNKED_CE_IMPLEMENTATIONS = ("auto", "torch", "liger")
 _ORIGINAL_FORWARD = "_biomamba_original_forward"

@@ -20,7 +20,7 @@ The flags are those of transformers' ``run_clm.py``, plus ``--tokens_per_step``,
     python examples/run_clm.py
 
 Perplexity is ``exp(eval_loss)`` where ``eval_loss`` is the mean cross-entropy over real next-token predictions only
-(padding is never counted; see ``biomamba_hf.training``).
+(padding is never counted; see ``biomamba_hf.trainer``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from biomamba_hf.training import CheckpointArguments
+from biomamba_hf.script_utils import HubLoadingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "voc
 
 
 @dataclass
-class ModelArguments(CheckpointArguments):
+class ModelArguments(HubLoadingArguments):
     """Which model, config and tokenizer to start from, or to train from scratch."""
 
     model_name_or_path: str | None = field(
@@ -220,7 +220,8 @@ def demo_arguments(output_dir: str = "demo_output") -> list[str]:
 def parse_args(argv: list[str] | None = None):
     """``(model_args, data_args, training_args)`` from the command line (optionally after a .yaml/.json file whose
     values the flags override), or the embedded demo when there are no arguments."""
-    from biomamba_hf.training import CLMTrainingArguments, parse_arguments
+    from biomamba_hf.script_utils import parse_arguments
+    from biomamba_hf.trainer import CLMTrainingArguments
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
@@ -264,7 +265,7 @@ def check_tokenizer_folder(name: str, argument: str) -> None:
 def load_config_and_tokenizer(model_args, raw_datasets):
     from transformers import AutoConfig, AutoTokenizer
 
-    from biomamba_hf.training import config_from_overrides
+    from biomamba_hf.script_utils import config_from_overrides, fit_config_to_tokenizer
 
     hub_kwargs = model_args.hub_kwargs
     if model_args.config_name:
@@ -302,16 +303,11 @@ def load_config_and_tokenizer(model_args, raw_datasets):
             "No tokenizer: pass --tokenizer_name (e.g. the GPT-NeoX tokenizer of state-spaces/mamba-130m-hf), "
             "--model_name_or_path, or --train_tokenizer_vocab_size."
         )
-    from_scratch = model_args.model_name_or_path is None
-    overridden = {item.split("=")[0].strip() for item in (model_args.config_overrides or "").split(",")}
-    if from_scratch and "vocab_size" not in overridden and model_args.config_name is None:
+    if model_args.model_name_or_path is None:
         # A fresh model needs no more rows than the tokenizer has (default MambaConfig has 50,280).
-        config.vocab_size = len(tokenizer)
-    if from_scratch:
-        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
-            value = getattr(tokenizer, name)
-            if value is not None:
-                setattr(config, name, value)
+        fit_config_to_tokenizer(
+            config, tokenizer, model_args.config_overrides, resize_vocab=model_args.config_name is None
+        )
     return config, tokenizer
 
 
@@ -352,19 +348,17 @@ def main(argv: list[str] | None = None) -> dict:
     from biomamba_hf.data.clm import load_text_datasets, pack_dataset
     from biomamba_hf.hub import attach_model_card, save_run_arguments
     from biomamba_hf.reliability import preflight, reliability_callbacks
-    from biomamba_hf.training import (
-        CausalLMTrainer,
-        ThroughputCallback,
+    from biomamba_hf.script_utils import (
         check_output_dir,
         check_world_size,
         configure_mamba_code_path,
         describe_dtype,
         gradient_accumulation_for,
-        perplexity,
         run_summary_lines,
         setup_logging,
         tokens_per_optimizer_step,
     )
+    from biomamba_hf.trainer import CausalLMTrainer, ThroughputCallback, perplexity
 
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args, logger)

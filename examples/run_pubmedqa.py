@@ -25,13 +25,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from biomamba_hf.training import CheckpointArguments
+from biomamba_hf.script_utils import HubLoadingArguments
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ModelArguments(CheckpointArguments):
+class ModelArguments(HubLoadingArguments):
     """Which model and tokenizer to start from."""
 
     model_name_or_path: str | None = field(
@@ -90,11 +90,11 @@ class DataArguments:
 
 def parse_args(argv: list[str] | None = None):
     """``(model_args, data_args, training_args)`` from the command line, optionally after a .yaml/.json file."""
-    from biomamba_hf.qa_training import QATrainingArguments
-    from biomamba_hf.training import parse_arguments
+    from biomamba_hf.script_utils import parse_arguments
+    from biomamba_hf.trainer import BiomambaTrainingArguments
 
     argv = sys.argv[1:] if argv is None else argv
-    return parse_arguments((ModelArguments, DataArguments, QATrainingArguments), argv)
+    return parse_arguments((ModelArguments, DataArguments, BiomambaTrainingArguments), argv)
 
 
 def load_model_and_tokenizer(model_args, device):
@@ -102,7 +102,7 @@ def load_model_and_tokenizer(model_args, device):
 
     from biomamba_hf import prepare_tokenizer_for_qa
     from biomamba_hf.data.pubmedqa import LABELS
-    from biomamba_hf.training import config_from_overrides, load_task_model
+    from biomamba_hf.script_utils import config_from_overrides, fit_config_to_tokenizer, load_task_model
 
     hub_kwargs = model_args.hub_kwargs
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub_kwargs)
@@ -117,8 +117,7 @@ def load_model_and_tokenizer(model_args, device):
     else:
         config = config_from_overrides(model_args.model_type, model_args.config_overrides)
         config.update(labels)
-        if "vocab_size" not in (model_args.config_overrides or ""):
-            config.vocab_size = -(-len(tokenizer) // 8) * 8
+        fit_config_to_tokenizer(config, tokenizer, model_args.config_overrides)
     model, code_path = load_task_model(AutoModelForSequenceClassification, model_args, config, tokenizer, device)
     return model, tokenizer, code_path
 
@@ -130,9 +129,9 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import set_seed
 
     from biomamba_hf.data.pubmedqa import LABELS, classification_metrics, encode_pubmedqa, load_pubmedqa
-    from biomamba_hf.qa_training import QADataCollator, QATrainer, resolve_data_path
     from biomamba_hf.reliability import reliability_callbacks
-    from biomamba_hf.training import check_output_dir, setup_logging
+    from biomamba_hf.script_utils import check_output_dir, resolve_data_path, setup_logging
+    from biomamba_hf.trainer import BiomambaTrainer, padding_collator
 
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args, logger)
@@ -185,13 +184,13 @@ def main(argv: list[str] | None = None) -> dict:
         )
         return classification_metrics(np.argmax(logits, axis=-1), eval_prediction.label_ids, len(LABELS))
 
-    trainer = QATrainer(
+    trainer = BiomambaTrainer(
         model=model,
         args=training_args,
         train_dataset=encoded["train"] if training_args.do_train else None,
         eval_dataset=encoded.get("validation"),
         processing_class=tokenizer,
-        data_collator=QADataCollator(pad_token_id=tokenizer.pad_token_id),
+        data_collator=padding_collator(tokenizer),
         compute_metrics=compute_metrics,
         callbacks=reliability_callbacks(),
     )

@@ -38,13 +38,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from biomamba_hf.training import CheckpointArguments
+from biomamba_hf.script_utils import HubLoadingArguments
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ModelArguments(CheckpointArguments):
+class ModelArguments(HubLoadingArguments):
     """Which model and tokenizer to start from, its QA layout, and LoRA."""
 
     model_name_or_path: str | None = field(
@@ -160,18 +160,18 @@ class DataArguments:
             )
 
     def paths(self, name: str) -> list[Path]:
-        from biomamba_hf.qa_training import resolve_data_path
+        from biomamba_hf.script_utils import resolve_data_path
 
         return [resolve_data_path(p, self.data_dir) for p in (getattr(self, name) or [])]
 
 
 def parse_args(argv: list[str] | None = None):
     """``(model_args, data_args, training_args)`` from the command line, optionally after a .yaml/.json file."""
-    from biomamba_hf.qa_training import QATrainingArguments
-    from biomamba_hf.training import parse_arguments
+    from biomamba_hf.script_utils import parse_arguments
+    from biomamba_hf.trainer import BiomambaTrainingArguments
 
     argv = sys.argv[1:] if argv is None else argv
-    return parse_arguments((ModelArguments, DataArguments, QATrainingArguments), argv)
+    return parse_arguments((ModelArguments, DataArguments, BiomambaTrainingArguments), argv)
 
 
 def load_data(data_args, training_args):
@@ -231,8 +231,8 @@ def load_model_and_tokenizer(model_args, device):
     from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
 
     from biomamba_hf import prepare_tokenizer_for_qa
-    from biomamba_hf.qa_training import resolve_qa_layout
-    from biomamba_hf.training import config_from_overrides, load_task_model
+    from biomamba_hf.qa import resolve_qa_layout
+    from biomamba_hf.script_utils import config_from_overrides, fit_config_to_tokenizer, load_task_model
 
     hub_kwargs = model_args.hub_kwargs
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub_kwargs)
@@ -242,12 +242,7 @@ def load_model_and_tokenizer(model_args, device):
         source = model_args.model_name_or_path
     else:
         config = config_from_overrides(model_args.model_type, model_args.config_overrides)
-        overridden = {item.split("=")[0].strip() for item in (model_args.config_overrides or "").split(",")}
-        if "vocab_size" not in overridden:
-            config.vocab_size = -(-len(tokenizer) // 8) * 8
-        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
-            if getattr(tokenizer, name) is not None:
-                setattr(config, name, getattr(tokenizer, name))
+        fit_config_to_tokenizer(config, tokenizer, model_args.config_overrides)
         source = f"a random {model_args.model_type} init"
     layout = resolve_qa_layout(model_args.qa_layout, config, source)
     model, code_path = load_task_model(AutoModelForQuestionAnswering, model_args, config, tokenizer, device)
@@ -270,18 +265,11 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import Trainer, set_seed
 
     from biomamba_hf.bioasq.evaluation import merge_question_predictions, score_test_set, write_prediction_files
-    from biomamba_hf.qa_training import (
-        QADataCollator,
-        QATrainer,
-        add_lora,
-        merge_lora,
-        predict_nbest,
-        prepare_train_features,
-        snapshot_trainable,
-        unchanged_parameters,
-    )
+    from biomamba_hf.lora import add_lora, merge_lora, snapshot_trainable, unchanged_parameters
+    from biomamba_hf.qa import predict_nbest, prepare_train_features
     from biomamba_hf.reliability import preflight, reliability_callbacks
-    from biomamba_hf.training import check_output_dir, describe_dtype, setup_logging
+    from biomamba_hf.script_utils import check_output_dir, describe_dtype, setup_logging
+    from biomamba_hf.trainer import BiomambaTrainer, padding_collator
 
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args, logger)
@@ -342,8 +330,8 @@ def main(argv: list[str] | None = None) -> dict:
             )
         logger.info("%d training examples -> %d windows", len(examples), len(train_dataset))
 
-    collator = QADataCollator(pad_token_id=tokenizer.pad_token_id)
-    trainer = QATrainer(
+    collator = padding_collator(tokenizer)
+    trainer = BiomambaTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,

@@ -41,7 +41,7 @@ def install_reliability_wiring() -> None:
     import transformers.trainer_utils
     from transformers import Trainer
 
-    import biomamba_hf.training
+    import biomamba_hf.script_utils
     from biomamba_hf import reliability
 
     transformers.trainer_utils.get_last_checkpoint = reliability.last_complete_checkpoint
@@ -55,13 +55,13 @@ def install_reliability_wiring() -> None:
                 self.add_callback(callback)
 
     Trainer.__init__ = init
-    original_check = biomamba_hf.training.check_output_dir
+    original_check = biomamba_hf.script_utils.check_output_dir
 
     def check_output_dir(args):
         reliability.preflight(args)
         return original_check(args)
 
-    biomamba_hf.training.check_output_dir = check_output_dir
+    biomamba_hf.script_utils.check_output_dir = check_output_dir
 
 
 def install_kill_hook(spec: str) -> None:
@@ -170,9 +170,11 @@ def serve() -> None:
     import biomamba_hf  # noqa: F401
     import biomamba_hf.bioasq.evaluation  # noqa: F401
     import biomamba_hf.data.clm  # noqa: F401
-    import biomamba_hf.qa_training  # noqa: F401
+    import biomamba_hf.lora  # noqa: F401
+    import biomamba_hf.qa  # noqa: F401
     import biomamba_hf.reliability  # noqa: F401
-    import biomamba_hf.training  # noqa: F401
+    import biomamba_hf.script_utils  # noqa: F401
+    import biomamba_hf.trainer  # noqa: F401
 
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:

@@ -503,7 +503,7 @@ def test_run_qa_killed_while_writing_the_final_model_reruns_to_the_same_result(
     runner, bioasq_files, clm_dir, qa_straight, tmp_path
 ):
     """The rerun resumes from checkpoint-8 = max_steps and trains nothing more (plain transformers 5.24 Trainer
-    trained a 9th step here: ``QATrainer`` stops it)."""
+    trained a 9th step here: ``BiomambaTrainer`` stops it)."""
     out = tmp_path / "final"
     command = qa_args(bioasq_files, clm_dir, out)
     code, log = runner.run(RUN_QA, command, kill="final_save")

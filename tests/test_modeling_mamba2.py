@@ -332,3 +332,35 @@ def test_gpt_neox_tokenizer_fits_a_mamba2_checkpoint_and_the_pipeline_answers(tm
     context = "Cystic fibrosis results from mutations in the CFTR chloride channel."
     answer = qa(question="Which gene is mutated in cystic fibrosis?", context=context)
     assert answer["answer"] and context[answer["start"] : answer["end"]] == answer["answer"]
+
+
+def test_readme_mamba2_section_runs(mamba2_clm_dir, monkeypatch, capsys):
+    """The README's Mamba-2 snippets work as written, with a tiny local folder standing in for the converted one."""
+    import re
+
+    from helpers import ROOT
+
+    from biomamba_hf import convert
+
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("\n## Mamba-2\n", 1)[1].split("\n## ", 1)[0]
+    (command,) = re.findall(r"```bash\n(.*?)\n```", section, flags=re.S)
+    program, *argv = command.split()
+    assert program == "biomamba-convert"
+    calls = []
+    monkeypatch.setattr(convert, "convert_mamba_ssm_checkpoint", lambda *args, **kwargs: calls.append((args, kwargs)))
+    assert convert.main(argv) == 0
+    assert calls[0][0] == ("state-spaces/mamba2-130m", "checkpoints/mamba2-130m")
+    assert calls[0][1]["tokenizer"] == "EleutherAI/gpt-neox-20b"
+
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 2 and '"checkpoints/mamba2-130m"' in blocks[0]
+    namespace: dict = {}
+    for block in blocks:
+        code = block.replace('"checkpoints/mamba2-130m"', repr(str(mamba2_clm_dir)))
+        exec(compile(code, "README.md", "exec"), namespace)
+    printed = capsys.readouterr().out
+    assert "Mamba2ForQuestionAnswering question_first" in printed
+    assert "Mamba2ForSequenceClassification torch.Size([2, 3])" in printed
+    context = "Cystic fibrosis is caused by mutations in the CFTR gene, a chloride channel."
+    answer = namespace["answer"]
+    assert answer["answer"] and context[answer["start"] : answer["end"]] == answer["answer"]

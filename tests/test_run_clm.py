@@ -1,4 +1,4 @@
-"""examples/run_clm.py and biomamba_hf.training: continued pretraining, evaluation, resume, multi-process."""
+"""examples/run_clm.py, biomamba_hf.script_utils and biomamba_hf.trainer: continued pretraining, evaluation, resume, multi-process."""
 
 from __future__ import annotations
 
@@ -14,15 +14,14 @@ from pathlib import Path
 import pytest
 from helpers import SENTENCES, data_dir, example_script, record_compiled_modules
 
-from biomamba_hf import training
-from biomamba_hf.training import (
-    CLMTrainingArguments,
+from biomamba_hf import script_utils
+from biomamba_hf.script_utils import (
     check_output_dir,
     config_from_overrides,
     gradient_accumulation_for,
     run_summary_lines,
-    token_nll_sums,
 )
+from biomamba_hf.trainer import CLMTrainingArguments, token_nll_sums
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "run_clm.py"
@@ -88,7 +87,7 @@ def tiny_args(tmp_path, output_dir, **overrides):
 
 
 def test_docstring_examples():
-    assert doctest.testmod(training, raise_on_error=False).failed == 0
+    assert doctest.testmod(script_utils, raise_on_error=False).failed == 0
 
 
 # ---------------------------------------------------------------- perplexity over real tokens only
@@ -123,7 +122,7 @@ def test_trainer_eval_loss_is_the_token_mean_over_unpadded_predictions(clm_dir, 
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, default_data_collator
 
-    from biomamba_hf.training import CausalLMTrainer
+    from biomamba_hf.trainer import CausalLMTrainer
 
     model = AutoModelForCausalLM.from_pretrained(clm_dir)
     blocks = [[5, 9, 13, 7, 21, 8], [30, 2, 44, 17, 3, 6], [12, 40, 0, 1, 1, 1]]  # the last one padded after 3
@@ -224,7 +223,7 @@ def test_config_from_overrides():
 def test_mambapy_is_switched_on_without_cuda_kernels():
     pytest.importorskip("mambapy")
     config = config_from_overrides("mamba", "hidden_size=32,num_hidden_layers=1")
-    path = training.configure_mamba_code_path(config, "cpu")
+    path = script_utils.configure_mamba_code_path(config, "cpu")
     assert config.use_mambapy is True
     assert "use_mambapy=True" in path
 

@@ -1,4 +1,4 @@
-"""examples/run_qa.py and biomamba_hf.qa_training: BioASQ fine-tuning, official evaluation files, LoRA, layouts."""
+"""examples/run_qa.py, biomamba_hf.qa and biomamba_hf.lora: BioASQ fine-tuning, official evaluation files, LoRA, layouts."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import pytest
 import torch
 from helpers import SENTENCES, data_dir, example_script, record_compiled_modules, tiny_config
 
-from biomamba_hf import ops, qa_training
+from biomamba_hf import lora, ops, qa
 from biomamba_hf.bioasq.evaluation import check_disjoint, load_test_references
+from biomamba_hf.lora import add_lora
 from biomamba_hf.metrics import bioasq_factoid_batches, load_predictions, merge_nbest
-from biomamba_hf.qa_training import add_lora, resolve_qa_layout
+from biomamba_hf.qa import resolve_qa_layout
+from biomamba_hf.trainer import padding_collator
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "run_qa.py"
@@ -279,16 +281,16 @@ def test_logits_evaluation_matches_the_pipeline(trained, bioasq_files, tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
     rows = load_test_set(bioasq_files["test_dir"])[0]
     args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=3, report_to="none")
-    trainer = Trainer(model=model, args=args, data_collator=qa_training.QADataCollator(tokenizer.pad_token_id))
+    trainer = Trainer(model=model, args=args, data_collator=padding_collator(tokenizer))
     options = {"max_seq_length": 64, "doc_stride": 16, "max_question_length": 24}
-    by_logits = qa_training.predict_nbest(
+    by_logits = qa.predict_nbest(
         trainer, rows, tokenizer, layout="question_first", n_best_size=5, max_answer_length=8, **options
     )
-    by_pipeline = qa_training.pipeline_nbest(model, tokenizer, rows, n_best_size=5, max_answer_length=8, **options)
+    by_pipeline = qa.pipeline_nbest(model, tokenizer, rows, n_best_size=5, max_answer_length=8, **options)
     assert by_logits.keys() == by_pipeline.keys()
     assert any(
         len(
-            qa_training.prepare_eval_features(
+            qa.prepare_eval_features(
                 {"id": [r["id"]], "question": [r["question"]], "context": [r["context"]]},
                 tokenizer,
                 layout="question_first",
@@ -424,7 +426,7 @@ def test_add_lora_trains_exactly_the_adapters_and_the_head():
         optimizer.zero_grad()
     changed = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
     assert changed == trainable  # every adapter weight and the head moved; nothing else did
-    assert qa_training.unchanged_parameters(model, {n: before[n] for n in trainable}) == []
+    assert lora.unchanged_parameters(model, {n: before[n] for n in trainable}) == []
 
 
 @cpu_training_only
@@ -462,7 +464,7 @@ def test_an_x_proj_adapter_trains_where_the_fused_kernel_would_bypass_it(monkeyp
     )  # lora_B starts at 0: its grad moves
 
     plain(**inputs).loss.backward()  # a model without adapters still takes the fused path beside it
-    merged = qa_training.merge_lora(model)
+    merged = lora.merge_lora(model)
     merged(**inputs).loss.backward()  # and so does the merged one: its adapters are gone
     assert len(fused_calls) == 2 * layers
 
@@ -649,8 +651,9 @@ def test_check_disjoint_names_the_example_and_the_test_set():
         check_disjoint(rows, {"q1": "5b"})
 
 
-def test_qa_training_docstring_examples():
-    assert doctest.testmod(qa_training).failed == 0
+@pytest.mark.parametrize("module", [qa, lora])
+def test_docstring_examples(module):
+    assert doctest.testmod(module).failed == 0
 
 
 # --------------------------------------------------------------------------------------------------------------------

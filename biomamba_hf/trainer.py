@@ -1,0 +1,263 @@
+"""The package's training arguments, ``Trainer`` subclasses and callbacks (as transformers' ``trainer_qa.py``)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+
+from .data.clm import IGNORE_INDEX
+from .script_utils import launched_processes
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "BiomambaTrainer",
+    "BiomambaTrainingArguments",
+    "CLMTrainingArguments",
+    "CausalLMTrainer",
+    "ThroughputCallback",
+    "padding_collator",
+    "perplexity",
+    "token_nll_sums",
+]
+
+
+@dataclass
+class BiomambaTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` with what every training script of the package shares: ``--overwrite_output_dir`` (gone
+    from transformers 5), ``--eval_before_train``, ``--compile_norms``; ``--hub_token`` is refused (``Trainer``
+    pickles its arguments into ``training_args.bin``); CPU-only multi-process launches really distribute."""
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Write into a non-empty output_dir. Without it a non-empty output_dir is an error, unless it holds "
+                "a checkpoint, which training then resumes from."
+            )
+        },
+    )
+    eval_before_train: bool = field(
+        default=False,
+        metadata={"help": "Also evaluate before training; results are saved with the prefix `initial`."},
+    )
+    compile_norms: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "torch.compile the RMS norms of a Mamba model (biomamba_hf.speed.compile_non_scan_parts): the parts "
+                "the CUDA kernels leave unfused. Measured in BENCHMARKS.md, table 1."
+            )
+        },
+    )
+
+    def __post_init__(self):
+        if self.hub_token:
+            raise ValueError(
+                "--hub_token would be saved in training_args.bin (Trainer pickles its arguments) and uploaded by "
+                "--push_to_hub. Remove --hub_token and give the token with `hf auth login` or the HF_TOKEN variable."
+            )
+        if not self.use_cpu and launched_processes() > 1:
+            import torch
+
+            if not torch.cuda.is_available():
+                # Without use_cpu, transformers 5 sets up a non-distributed state on a machine with no GPU even when
+                # launched as several processes: each rank would silently train alone on all the data.
+                self.use_cpu = True
+        super().__post_init__()
+
+
+@dataclass
+class CLMTrainingArguments(BiomambaTrainingArguments):
+    """The package's training arguments plus what continued pretraining needs: ``--tokens_per_step`` and
+    ``--loss_chunk_size``."""
+
+    tokens_per_step: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Tokens per optimizer step (e.g. 524288 = 0.5M in the BioMamba recipe). When set, "
+                "gradient_accumulation_steps is derived as tokens_per_step / (block_size x "
+                "per_device_train_batch_size x world size), so the step size holds on any number of GPUs."
+            )
+        },
+    )
+    loss_chunk_size: int = field(
+        default=0,
+        metadata={
+            "help": (
+                "Compute the training loss with biomamba_hf.speed's chunked linear cross-entropy, this many tokens "
+                "per chunk, so the (tokens x vocab) fp32 logits are never materialised; 0 = transformers' loss."
+            )
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.tokens_per_step is not None and self.tokens_per_step <= 0:
+            raise ValueError(f"--tokens_per_step must be a positive number of tokens, got {self.tokens_per_step}")
+
+
+def token_nll_sums(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Per sequence: the summed next-token cross-entropy and the number of predictions counted.
+
+    Position ``t`` of ``logits`` predicts ``labels[t + 1]``; targets equal to ``ignore_index`` are not counted.
+    Returns a float tensor of shape ``(batch, 2)``: ``[:, 0]`` the summed negative log-likelihood (nats),
+    ``[:, 1]`` the count.
+    """
+    import torch
+
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:].to(shift_logits.device)
+    mask = shift_labels.ne(ignore_index)
+    nll = torch.nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)),
+        shift_labels.reshape(-1),
+        ignore_index=ignore_index,
+        reduction="none",
+    ).view(shift_labels.shape)
+    nll = nll.masked_fill(~mask, 0.0)
+    return torch.stack([nll.sum(dim=1), mask.sum(dim=1).float()], dim=1)
+
+
+def perplexity(loss: float) -> float:
+    """``exp(loss)``, ``inf`` when it overflows."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return float("inf")
+
+
+def _preprocess_logits_for_metrics(logits, labels):
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return token_nll_sums(logits, labels)
+
+
+def _token_level_metrics(eval_prediction) -> dict[str, float]:
+    import numpy as np
+
+    sums = np.asarray(eval_prediction.predictions, dtype=np.float64).reshape(-1, 2)
+    total_nll, count = sums[:, 0].sum(), sums[:, 1].sum()
+    if count == 0:
+        raise ValueError("The evaluation set has no next-token prediction to score (every label is -100).")
+    return {"token_loss": float(total_nll / count), "num_predictions": int(count)}
+
+
+class BiomambaTrainer(Trainer):
+    """The ``Trainer`` of the package's scripts, for :class:`BiomambaTrainingArguments`.
+
+    * It trains nothing more when it resumes from a checkpoint that already reached ``max_steps``: transformers 5.24
+      runs one more optimizer step in that case (a run killed while saving its final model, then rerun), so the
+      rerun would not reproduce the uninterrupted run.
+    * With ``--compile_norms`` it compiles the model's RMS norms (:func:`biomamba_hf.speed.compile_non_scan_parts`;
+      a clear error for a model that is not a Mamba model).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if getattr(self.args, "compile_norms", False):
+            from .speed import compile_non_scan_parts
+
+            compile_non_scan_parts(self.model)
+            logging.getLogger(__name__).info("torch.compile: the RMS norms (--compile_norms)")
+
+    def _run_epoch(self, *args, **kwargs):
+        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
+
+class CausalLMTrainer(BiomambaTrainer):
+    """``Trainer`` whose evaluation loss is the exact token-level mean (see the module docstring).
+
+    The stock evaluation loop averages per-batch losses, which weights a short or padded last batch like a full one.
+    Here each batch contributes its summed cross-entropy and its number of counted predictions (gathered across
+    processes without duplicates), and ``eval_loss`` is their ratio. ``eval_num_predictions`` gives the count.
+    Logits are reduced to two numbers per sequence before they leave the device, so evaluation memory stays small.
+    """
+
+    def __init__(self, *args, **kwargs):
+        if kwargs.get("compute_metrics") is not None or kwargs.get("preprocess_logits_for_metrics") is not None:
+            raise ValueError("CausalLMTrainer computes its own evaluation metrics; use Trainer for custom metrics.")
+        kwargs["compute_metrics"] = _token_level_metrics
+        kwargs["preprocess_logits_for_metrics"] = _preprocess_logits_for_metrics
+        super().__init__(*args, **kwargs)
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        output = super().evaluation_loop(
+            dataloader,
+            description,
+            prediction_loss_only=False,
+            ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+        )
+        token_loss = output.metrics.pop(f"{metric_key_prefix}_token_loss", None)
+        if token_loss is not None:
+            output.metrics[f"{metric_key_prefix}_loss"] = token_loss
+        return output
+
+
+class ThroughputCallback(TrainerCallback):
+    """Measures optimizer steps and wall time of one ``train()`` call; :meth:`metrics` turns them into tokens/s.
+
+    Counting starts at the step training resumes from, so a resumed run reports its own throughput.
+    ``train_steady_tokens_per_second`` leaves out the first optimizer step (CUDA start-up, ``torch.compile``), which
+    weighs on short runs.
+    """
+
+    def __init__(self, tokens_per_step: int):
+        self.tokens_per_step = tokens_per_step
+        self.start_step = self.end_step = 0
+        self.start_time = self.first_step_time = None
+        self.seconds = self.steady_seconds = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start_step = state.global_step
+        self.start_time = time.perf_counter()
+        self.first_step_time = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.first_step_time is None:
+            self.first_step_time = time.perf_counter()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.end_step = state.global_step
+        now = time.perf_counter()
+        self.seconds = now - self.start_time
+        self.steady_seconds = now - self.first_step_time if self.first_step_time is not None else 0.0
+
+    def metrics(self) -> dict[str, float]:
+        steps = self.end_step - self.start_step
+        tokens = steps * self.tokens_per_step
+        steady_tokens = max(steps - 1, 0) * self.tokens_per_step
+        return {
+            "train_start_step": self.start_step,
+            "train_tokens": tokens,
+            "train_tokens_per_second": round(tokens / self.seconds, 1) if self.seconds else 0.0,
+            "train_steady_tokens_per_second": (
+                round(steady_tokens / self.steady_seconds, 1) if steady_tokens and self.steady_seconds else 0.0
+            ),
+        }
+
+
+def padding_collator(tokenizer) -> DataCollatorWithPadding:
+    """Pads task-model windows (QA spans, classification labels) on the right, to a multiple of 8 tokens.
+
+    Mamba reads left to right: right padding (``prepare_tokenizer_for_qa`` sets it) leaves real positions unchanged.
+    """
+    if tokenizer.padding_side != "right":
+        raise ValueError(
+            f"the tokenizer pads on the {tokenizer.padding_side!r}, which shifts every position Mamba reads; "
+            "call biomamba_hf.prepare_tokenizer_for_qa(tokenizer, model) first (it pads on the right)"
+        )
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
