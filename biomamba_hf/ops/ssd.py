@@ -287,9 +287,10 @@ def _kernel_binding(original) -> bool:
     return True  # unknown wrapper: keep it where kernels could run
 
 
-def _dispatcher(attribute: str, portable):
+def _dispatcher(attribute: str, portable: str):
     """A stand-in for transformers' module-level ``attribute``: the original where it is the kernel package's
-    function and the tensors are on CUDA, and for packed sequences (``seq_idx``/``cu_seqlens``); else ``portable``."""
+    function and the tensors are on CUDA, and for packed sequences (``seq_idx``/``cu_seqlens``); else the function
+    named ``portable`` in this module."""
 
     def dispatch(*args, **kwargs):
         original = _installed[attribute]
@@ -297,15 +298,15 @@ def _dispatcher(attribute: str, portable):
         packed = kwargs.get("seq_idx") is not None or kwargs.get("cu_seqlens") is not None
         if packed or (hidden_states.device.type == "cuda" and _kernel_binding(original)):
             return original(*args, **kwargs)
-        return portable(*args, **kwargs)
+        return globals()[portable](*args, **kwargs)
 
     dispatch.__name__ = dispatch.__qualname__ = f"biomamba_{attribute}"
     return dispatch
 
 
 _DISPATCHERS = {
-    _CHUNK_SCAN_ATTRIBUTE: _dispatcher(_CHUNK_SCAN_ATTRIBUTE, mamba2_chunk_scan),
-    _CONV_ATTRIBUTE: _dispatcher(_CONV_ATTRIBUTE, causal_conv1d),
+    _CHUNK_SCAN_ATTRIBUTE: _dispatcher(_CHUNK_SCAN_ATTRIBUTE, "mamba2_chunk_scan"),
+    _CONV_ATTRIBUTE: _dispatcher(_CONV_ATTRIBUTE, "causal_conv1d"),
 }
 
 
