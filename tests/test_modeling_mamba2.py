@@ -364,3 +364,93 @@ def test_readme_mamba2_section_runs(mamba2_clm_dir, monkeypatch, capsys):
     context = "Cystic fibrosis is caused by mutations in the CFTR gene, a chloride channel."
     answer = namespace["answer"]
     assert answer["answer"] and context[answer["start"] : answer["end"]] == answer["answer"]
+
+
+# ---------------------------------------------------------------- LoRA on Mamba-2
+
+#: With mamba-ssm importable, transformers would hand these CPU tensors to its GPU kernels.
+cpu_mamba2_training_only = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("mamba_ssm") is not None,
+    reason="mamba-ssm is installed: transformers would send these CPU tensors to its GPU kernels",
+)
+QA_INPUTS = {"start_positions": torch.tensor([1, 2]), "end_positions": torch.tensor([2, 3])}
+
+
+def lora_qa_model():
+    torch.manual_seed(0)
+    return Mamba2ForQuestionAnswering(tiny_mamba2_config(VOCAB))
+
+
+@cpu_mamba2_training_only
+def test_add_lora_on_mamba2_trains_in_proj_embeddings_and_the_head():
+    pytest.importorskip("peft")
+    from biomamba_hf.lora import add_lora, default_lora_targets
+
+    assert default_lora_targets(lora_qa_model()) == ("in_proj", "embeddings")
+    model = add_lora(lora_qa_model(), r=4, alpha=8)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert all(("lora_" in name) or ("modules_to_save" in name and "qa_outputs" in name) for name in trainable)
+    assert {name.split(".lora_")[0].rsplit(".", 1)[-1] for name in trainable if "lora_" in name} == {
+        "in_proj",
+        "embeddings",
+    }
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    input_ids = random_ids(2, 12)
+    for _ in range(3):
+        model(input_ids=input_ids, **QA_INPUTS).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
+    assert changed == trainable  # every adapter weight and the head moved; nothing else did
+
+
+@cpu_mamba2_training_only
+def test_mamba2_adapters_train_on_the_fused_kernel_path(monkeypatch):
+    """transformers' Mamba-2 training step calls in_proj as a module and hands its *output* to the fused
+    mamba_split_conv1d_scan_combined, with conv1d.weight and out_proj.weight raw. A stand-in for that kernel (it
+    multiplies by the raw out_proj weight, as the real one does) shows that in_proj and embedding adapters get
+    gradients on that path with no rerouting, and pins the raw weights behind the out_proj/conv1d refusals."""
+    pytest.importorskip("peft")
+    from transformers.models.mamba2 import modeling_mamba2
+
+    from biomamba_hf.lora import add_lora
+
+    calls = []
+
+    def fused_stand_in(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, **kwargs):
+        calls.append((conv1d_weight, kwargs["outproj_weight"]))
+        inner = kwargs["outproj_weight"].shape[1]
+        return torch.nn.functional.silu(zxbcdt[..., :inner]) @ kwargs["outproj_weight"].t()
+
+    monkeypatch.setattr(modeling_mamba2, "mamba2_split_conv1d_scan_combined", fused_stand_in)
+    model = add_lora(lora_qa_model(), r=4, alpha=8).train()
+    model(input_ids=random_ids(2, 8), **QA_INPUTS).loss.backward()
+    mixers = [layer.mixer for layer in model.base_model.model.backbone.layers]
+    assert len(calls) == len(mixers)  # every mixer took the fused path
+    for (conv1d_weight, outproj_weight), mixer in zip(calls, mixers):
+        assert outproj_weight is mixer.out_proj.weight  # raw: an out_proj adapter would be skipped
+        assert conv1d_weight.data_ptr() == mixer.conv1d.weight.data_ptr()  # raw (a view): likewise for conv1d
+    grads = {name: p.grad for name, p in model.named_parameters() if "lora_B" in name}
+    assert len(grads) == len(mixers) + 1  # in_proj of each mixer + the embeddings
+    assert all(g is not None and g.abs().sum() > 0 for g in grads.values())
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("out_proj", r"'out_proj' .* on Mamba-2: .*\(mamba_split_conv1d_scan_combined\) multiplies by out_proj"),
+        ("conv1d", "'conv1d' cannot take a LoRA adapter on Mamba-2: .*conv1d.weight directly"),
+        ("x_proj", "Mamba-2 has no x_proj: B, C and dt come out of in_proj. Use the modules that train: in_proj,"),
+        ("dt_proj", "Mamba-2 has no dt_proj"),
+        ("qa_outputs", "'qa_outputs' is the task head"),
+        ("gate_proj", "no module named 'gate_proj'; its adaptable modules are embeddings, in_proj"),
+    ],
+)
+def test_add_lora_on_mamba2_refuses_modules_that_would_not_train(target, message):
+    pytest.importorskip("peft")
+    from biomamba_hf.lora import add_lora
+
+    with pytest.raises(ValueError, match=message):
+        add_lora(lora_qa_model(), target_modules=[target])
