@@ -681,8 +681,8 @@ def attach_model_card(trainer: Trainer, **card_kwargs) -> Trainer:
     """Make ``trainer.create_model_card`` write the biomamba card, so ``trainer.push_to_hub()`` uploads it.
 
     ``Trainer.push_to_hub`` saves the model, calls ``self.create_model_card(model_name=..., **kwargs)`` (which
-    writes ``README.md`` in ``args.output_dir``) and then uploads the folder; this replaces that one method on this
-    trainer instance with :func:`save_model_card`, so ``--push_to_hub`` and a local ``trainer.create_model_card()``
+    writes ``README.md`` in ``args.output_dir``) and then uploads the folder; ``BiomambaTrainer.create_model_card``
+    calls :func:`save_model_card` once this is set, so ``--push_to_hub`` and a local ``trainer.create_model_card()``
     both produce the card ``examples/push_to_hub.py`` produces. ``card_kwargs`` go to :func:`save_model_card`
     (e.g. ``pretraining_dir=`` for a QA run started from a local pretraining run). The repo id defaults to
     ``args.hub_model_id``. Returns the trainer.
@@ -697,17 +697,12 @@ def attach_model_card(trainer: Trainer, **card_kwargs) -> Trainer:
             "--hub_token would be saved in training_args.bin (Trainer pickles its arguments) and uploaded by "
             "--push_to_hub. Remove --hub_token and give the token with `hf auth login` or the HF_TOKEN variable."
         )
-
-    def create_model_card(*args, **kwargs) -> None:
-        if not trainer.is_world_process_zero():
-            return
-        options = dict(card_kwargs)
-        repo_id = getattr(trainer, "hub_model_id", None) or trainer.args.hub_model_id
-        if repo_id and "repo_id" not in options:
-            options["repo_id"] = repo_id
-        save_model_card(trainer.args.output_dir, **options)
-
-    trainer.create_model_card = create_model_card
+    if not hasattr(type(trainer), "model_card_kwargs"):
+        raise TypeError(
+            f"attach_model_card needs a biomamba_hf.trainer.BiomambaTrainer (its create_model_card writes the card), "
+            f"got {type(trainer).__name__}"
+        )
+    trainer.model_card_kwargs = dict(card_kwargs)
     return trainer
 
 

@@ -1,17 +1,110 @@
-"""Every runtime patch of transformers, one function each, with the versions it was checked on.
+"""Every runtime patch of transformers, one function each, with the transformers versions it was checked on.
 
 ``tests/test_patches.py`` fails loudly when upstream changes the shape a patch relies on.
 """
 
 from __future__ import annotations
 
+QA_TASK = "question-answering"
+#: The module-level name of ``transformers.models.mamba.modeling_mamba`` that ``MambaMixer.forward`` calls for its scan.
+MAMBA_SCAN_ATTRIBUTE = "mamba_selective_scan"
 #: Set on the base weight of an ``x_proj`` that carries a LoRA adapter (by :func:`biomamba_hf.lora.add_lora`).
 ADAPTED_X_PROJ = "_biomamba_x_proj_has_adapter"
 
+# The function transformers bound to `mamba_selective_scan`, saved while ours is bound.
+_original_scan = None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Pipelines and Auto classes
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def allow_question_answering_task() -> None:
+    """Undo transformers' removal of the ``"question-answering"`` task (drop it from ``pipelines.REMOVED_TASKS``).
+
+    Checked on transformers 5.17 and 5.24. transformers >= 5.3 dropped the task from its registry; registering our
+    class brings it back there (enough on e.g. 5.17). Later releases also list it in ``REMOVED_TASKS``, and
+    ``pipeline()`` raises a ``KeyError`` for any task in that dict *before* it consults ``PIPELINE_REGISTRY``.
+    Dropping the entry lets the registry serve the task again; nothing else in transformers is touched.
+    """
+    from transformers import pipelines
+
+    removed = getattr(pipelines, "REMOVED_TASKS", None)
+    if isinstance(removed, dict):
+        removed.pop(QA_TASK, None)
+
+
+def add_auto_mapping_entry(mapping, config_class, model_class) -> None:
+    """Put ``config_class -> model_class`` in an Auto class's ``_LazyAutoMapping`` where ``register`` ignores it.
+
+    Checked on transformers 5.17 and 5.24. Releases such as 5.17 silently skip registrations keyed by their *own*
+    config classes (``_LazyAutoMapping.register`` returns early for classes from ``transformers.``), and
+    ``MambaConfig`` is one; the entry goes exactly where the public API places it on newer releases
+    (``_extra_content``).
+    """
+    mapping._extra_content[config_class] = model_class
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Mamba's selective scan (the portable fast path of biomamba_hf.ops)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def patch_mamba_selective_scan(dispatcher, install: bool) -> None:
+    """(Un)bind ``modeling_mamba.mamba_selective_scan`` to ``dispatcher``; idempotent.
+
+    Checked on transformers 5.17 to 5.24, where ``MambaMixer.forward`` looks that module-level name up at call
+    time (bound at import to mamba-ssm's kernel or to the PyTorch reference), so rebinding it reaches every Mamba
+    model, already built or not. The original stays available to the dispatcher
+    (:func:`original_mamba_selective_scan`). Raises ``RuntimeError`` when transformers no longer has the attribute.
+    """
+    global _original_scan
+    from transformers.models.mamba import modeling_mamba
+
+    current = getattr(modeling_mamba, MAMBA_SCAN_ATTRIBUTE, None)
+    if current is None or not callable(current):
+        raise RuntimeError(
+            f"transformers.models.mamba.modeling_mamba has no callable `{MAMBA_SCAN_ATTRIBUTE}` any more "
+            "(transformers changed how Mamba picks its scan): the biomamba_hf fast scan cannot hook in; "
+            "set BIOMAMBA_FAST_SCAN=0 and report this at the biomamba_hf issue tracker"
+        )
+    if install:
+        if current is not dispatcher:
+            _original_scan = current
+            setattr(modeling_mamba, MAMBA_SCAN_ATTRIBUTE, dispatcher)
+    elif current is dispatcher:
+        setattr(modeling_mamba, MAMBA_SCAN_ATTRIBUTE, _original_scan)
+        _original_scan = None
+
+
+def original_mamba_selective_scan():
+    """The function transformers bound to ``mamba_selective_scan`` before :func:`patch_mamba_selective_scan`."""
+    return _original_scan
+
+
+def selective_scan_patched_with(dispatcher) -> bool:
+    """Whether ``mamba_selective_scan`` is bound to ``dispatcher`` right now."""
+    if _original_scan is None:
+        return False
+    from transformers.models.mamba import modeling_mamba
+
+    return getattr(modeling_mamba, MAMBA_SCAN_ATTRIBUTE, None) is dispatcher
+
+
+def patch_mamba2_portable_ssd(install: bool) -> None:
+    """Slot for the Mamba-2 portable SSD hook (``biomamba_hf.ops.ssd``), to be written with it; does nothing yet."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# LoRA on Mamba's fused training path
+# --------------------------------------------------------------------------------------------------------------------
+
 
 def skip_fused_path_for_adapted_x_proj() -> None:
-    """Make transformers' Mamba training step skip the fused ``mamba_inner_fn`` for mixers whose ``x_proj`` carries a
-    LoRA adapter (marked by :func:`biomamba_hf.lora.add_lora`); idempotent.
+    """Skip transformers' fused ``mamba_inner_fn`` for mixers whose ``x_proj`` carries a LoRA adapter; idempotent.
+
+    Checked on transformers 5.17 and 5.24. Mixers are marked by :func:`biomamba_hf.lora.add_lora`.
 
     The fused function receives ``x_proj.weight`` and multiplies by it itself, bypassing the adapter. When it returns
     ``None``, transformers' ``MambaMixer`` goes on with its unfused path (as it does without mamba-ssm), which calls

@@ -2,23 +2,7 @@
 
 from __future__ import annotations
 
-QA_TASK = "question-answering"
-
-
-def _allow_question_answering_task() -> None:
-    """Undo transformers' removal of the ``"question-answering"`` task.
-
-    transformers >= 5.3 dropped the task from its registry; registering our class brings it back there (enough on
-    e.g. 5.17). Later releases also list it in ``transformers.pipelines.REMOVED_TASKS``, and ``pipeline()`` raises a
-    ``KeyError`` for any task in that dict *before* it consults ``PIPELINE_REGISTRY``. Dropping the entry lets the registry serve the task again; nothing else in
-    transformers is touched. ``tests/test_pipeline.py::test_upstream_task_removal_shape`` fails loudly if upstream
-    changes this mechanism.
-    """
-    from transformers import pipelines
-
-    removed = getattr(pipelines, "REMOVED_TASKS", None)
-    if isinstance(removed, dict):
-        removed.pop(QA_TASK, None)
+from .patches import QA_TASK, add_auto_mapping_entry, allow_question_answering_task
 
 
 def _register_auto_model(auto_class, config_class, model_class) -> None:
@@ -36,7 +20,7 @@ def _register_auto_model(auto_class, config_class, model_class) -> None:
     except KeyError:
         registered = None
     if registered is not model_class:
-        mapping._extra_content[config_class] = model_class
+        add_auto_mapping_entry(mapping, config_class, model_class)
 
 
 def register() -> None:
@@ -65,7 +49,7 @@ def register() -> None:
     _register_auto_model(AutoModelForQuestionAnswering, Mamba2Config, Mamba2ForQuestionAnswering)
     _register_auto_model(AutoModelForSequenceClassification, Mamba2Config, Mamba2ForSequenceClassification)
 
-    _allow_question_answering_task()
+    allow_question_answering_task()
     current = PIPELINE_REGISTRY.supported_tasks.get(QA_TASK)
     if current is None or current.get("impl") is not QuestionAnsweringPipeline:
         PIPELINE_REGISTRY.register_pipeline(

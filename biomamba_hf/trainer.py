@@ -168,6 +168,27 @@ class BiomambaTrainer(Trainer):
             compile_non_scan_parts(self.model)
             logging.getLogger(__name__).info("torch.compile: the RMS norms (--compile_norms)")
 
+    #: ``save_model_card`` options; when set (by :func:`biomamba_hf.hub.attach_model_card`) the card is the biomamba one.
+    model_card_kwargs: dict | None = None
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        """Write the biomamba card (``biomamba_hf.hub.save_model_card``) once ``attach_model_card`` asked for it, so
+        that ``push_to_hub()`` uploads it; else transformers' own card."""
+        if self.model_card_kwargs is None:
+            return super().create_model_card(*args, **kwargs)
+        if not self.is_world_process_zero():
+            return None
+        from .hub import save_model_card
+
+        options = dict(self.model_card_kwargs)
+        repo_id = getattr(self, "hub_model_id", None) or self.args.hub_model_id
+        if repo_id and "repo_id" not in options:
+            options["repo_id"] = repo_id
+        save_model_card(self.args.output_dir, **options)
+        return None
+
+    # Overrides the private Trainer._run_epoch (checked on transformers 5.17 and 5.24; tests/test_patches.py checks
+    # that it still exists): needed because a resume at max_steps would otherwise run one more optimizer step.
     def _run_epoch(self, *args, **kwargs):
         if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
             self.control.should_training_stop = True

@@ -485,7 +485,9 @@ def test_run_arguments_are_recorded_without_tokens(tmp_path):
 def test_trainer_create_model_card_and_push_to_hub_write_the_same_card(tmp_path, tokenizer_dir, monkeypatch):
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoUrl
-    from transformers import AutoTokenizer, Trainer, TrainingArguments
+    from transformers import AutoTokenizer, TrainingArguments
+
+    from biomamba_hf.trainer import BiomambaTrainer
 
     reference = write_qa_run(tmp_path / "reference", tokenizer_dir)
     output_dir = write_qa_run(tmp_path / "run", tokenizer_dir)
@@ -493,9 +495,9 @@ def test_trainer_create_model_card_and_push_to_hub_write_the_same_card(tmp_path,
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
     with_token = TrainingArguments(output_dir=str(output_dir), report_to=[], hub_token=FAKE_TOKEN)
     with pytest.raises(ValueError, match=r"--hub_token would be saved in training_args.bin .* HF_TOKEN"):
-        hub.attach_model_card(Trainer(model=model, args=with_token, processing_class=tokenizer))
+        hub.attach_model_card(BiomambaTrainer(model=model, args=with_token, processing_class=tokenizer))
     args = TrainingArguments(output_dir=str(output_dir), hub_model_id=REPO_ID, report_to=[])
-    trainer = hub.attach_model_card(Trainer(model=model, args=args, processing_class=tokenizer))
+    trainer = hub.attach_model_card(BiomambaTrainer(model=model, args=args, processing_class=tokenizer))
     expected = hub.save_model_card(reference, repo_id=REPO_ID).read_text()
 
     trainer.create_model_card(model_name="ignored", tags=["ignored"])  # what run_qa.py calls when not pushing

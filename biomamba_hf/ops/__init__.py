@@ -1,24 +1,7 @@
-"""Which code path Mamba's selective scan takes, and the package's portable fast path.
+"""Which code path Mamba's selective scan takes, and the package's portable fast path (used without mamba-ssm).
 
-Without mamba-ssm's CUDA kernels (CPU users, Macs, broken CUDA builds) transformers runs Mamba through its reference
-PyTorch scan, which walks the sequence one token at a time. :func:`enable_fast_scan` routes that call to
-:func:`biomamba_hf.ops.selective_scan.selective_scan` (same function, chunked, with a hand-written backward).
-
-How it hooks in, and why this way: ``MambaMixer.forward`` (transformers 5.17 to 5.24 at least) calls the module-level
-name ``transformers.models.mamba.modeling_mamba.mamba_selective_scan``, which
-``use_kernel_func_from_hub_with_fallback("selective_scan_fn", "mamba_ssm")`` bound at import time to mamba-ssm's
-kernel when that package imports, else to the reference. The hub-kernel mechanism (``kernels`` package,
-``use_kernels=True``/``kernelize``) only loads Hub repositories on explicit request and has no CPU entry for this
-function, so there is no registration point for a local implementation; :func:`_patch_transformers_mamba` rebinds
-that one module-level name to a dispatcher and keeps the original, which the dispatcher still calls for CUDA tensors
-when mamba-ssm's kernels are installed. The training shortcut ``mamba_inner_fn`` is left alone: it is the kernels'
-fused path where they exist and returns ``None`` (falling back to the unfused path, i.e. to the scan we replace)
-where they don't.
-
-``config.use_mambapy`` / ``config.use_associative_scan``: while the fast path is active it wins over mambapy's
-parallel scan (it is faster and needs no extra package); the associative scan is kept when it applies (under
-``torch.compile``). Opt out with the environment variable ``BIOMAMBA_FAST_SCAN=0`` (read by
-:func:`enable_fast_scan`) or by calling :func:`disable_fast_scan`.
+The hook into transformers is :func:`biomamba_hf.patches.patch_mamba_selective_scan`; ``BIOMAMBA_FAST_SCAN=0`` or
+:func:`disable_fast_scan` turn the fast path off.
 """
 
 from __future__ import annotations
@@ -26,6 +9,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+
+from ..patches import MAMBA_SCAN_ATTRIBUTE as _PATCHED_ATTRIBUTE
+from ..patches import original_mamba_selective_scan, patch_mamba_selective_scan, selective_scan_patched_with
 
 __all__ = [
     "cuda_kernels_available",
@@ -37,9 +23,6 @@ __all__ = [
 
 FAST_SCAN_ENV = "BIOMAMBA_FAST_SCAN"
 _FAST_SCAN_NAME = "biomamba_hf portable chunked selective scan (PyTorch)"
-_PATCHED_ATTRIBUTE = "mamba_selective_scan"
-# The reference function transformers bound to `mamba_selective_scan`, saved while the fast path is active.
-_original_scan = None
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +38,7 @@ def _selective_scan_kernel_available() -> bool:
 
 def fast_scan_active() -> bool:
     """True while transformers' Mamba calls the package's fast selective scan."""
-    if _original_scan is None:
-        return False
-    from transformers.models.mamba import modeling_mamba
-
-    return getattr(modeling_mamba, _PATCHED_ATTRIBUTE, None) is _dispatch_selective_scan
+    return selective_scan_patched_with(_dispatch_selective_scan)
 
 
 def mamba_code_path(device="cpu") -> str:
@@ -108,7 +87,7 @@ def _dispatch_selective_scan(
 
     options = dict(D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus, return_last_state=return_last_state)
     if _defer_to_transformers(hidden_states.device, use_associative_scan):
-        return _original_scan(
+        return original_mamba_selective_scan()(
             hidden_states,
             dt,
             A,
@@ -120,32 +99,6 @@ def _dispatch_selective_scan(
             **kwargs,
         )
     return selective_scan(hidden_states, dt, A, B, C, **options)
-
-
-def _patch_transformers_mamba(install: bool) -> None:
-    """The package's one runtime patch of transformers: (un)bind ``modeling_mamba.mamba_selective_scan``.
-
-    ``MambaMixer.forward`` looks that module-level name up at call time, so rebinding it reaches every Mamba model,
-    already built or not. Idempotent. Raises ``RuntimeError`` when transformers no longer has the attribute, so an
-    upstream refactor fails loudly (and in ``tests/test_fast_scan.py``) instead of silently losing the fast path.
-    """
-    global _original_scan
-    from transformers.models.mamba import modeling_mamba
-
-    current = getattr(modeling_mamba, _PATCHED_ATTRIBUTE, None)
-    if current is None or not callable(current):
-        raise RuntimeError(
-            f"transformers.models.mamba.modeling_mamba has no callable `{_PATCHED_ATTRIBUTE}` any more "
-            "(transformers changed how Mamba picks its scan): the biomamba_hf fast scan cannot hook in; "
-            f"set {FAST_SCAN_ENV}=0 and report this at the biomamba_hf issue tracker"
-        )
-    if install:
-        if current is not _dispatch_selective_scan:
-            _original_scan = current
-            setattr(modeling_mamba, _PATCHED_ATTRIBUTE, _dispatch_selective_scan)
-    elif current is _dispatch_selective_scan:
-        setattr(modeling_mamba, _PATCHED_ATTRIBUTE, _original_scan)
-        _original_scan = None
 
 
 def enable_fast_scan() -> bool:
@@ -164,7 +117,7 @@ def enable_fast_scan() -> bool:
             MIN_TRANSFORMERS_FOR_FAST_SCAN,
         )
         return False
-    _patch_transformers_mamba(install=True)
+    patch_mamba_selective_scan(_dispatch_selective_scan, install=True)
     return fast_scan_active()
 
 
@@ -190,4 +143,4 @@ def _hook_point_expected() -> bool:
 
 def disable_fast_scan() -> None:
     """Restore transformers' own ``mamba_selective_scan`` (idempotent)."""
-    _patch_transformers_mamba(install=False)
+    patch_mamba_selective_scan(_dispatch_selective_scan, install=False)
