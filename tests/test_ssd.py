@@ -107,10 +107,16 @@ def chunk_scan_inputs(batch, length, heads, head_dim, groups, state, seed=0):
 
 
 @pytest.mark.parametrize(
-    "length,groups,with_initial_states,dt_limit",
-    [(1, 1, False, (0.0, float("inf"))), (37, 1, True, (0.0, float("inf"))), (100, 2, False, (0.05, 0.8))],
+    "length,groups,with_initial_states,dt_limit,chunks_per_block",
+    [
+        (1, 1, False, (0.0, float("inf")), 32),
+        (37, 1, True, (0.0, float("inf")), 32),
+        (100, 2, False, (0.05, 0.8), 32),
+        (100, 2, True, (0.0, float("inf")), 2),  # 7 chunks of 16: 4 blocks of chunks walked in sequence
+    ],
 )
-def test_chunk_scan_matches_reference(length, groups, with_initial_states, dt_limit):
+def test_chunk_scan_matches_reference(monkeypatch, length, groups, with_initial_states, dt_limit, chunks_per_block):
+    monkeypatch.setattr(ssd, "CHUNKS_PER_BLOCK", chunks_per_block)
     reference = modeling_mamba2.mamba2_chunk_scan
     inputs = chunk_scan_inputs(batch=2, length=length, heads=4, head_dim=8, groups=groups, state=16)
     if not with_initial_states:

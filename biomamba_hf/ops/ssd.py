@@ -7,7 +7,8 @@ of its ``(batch, chunks, chunk, chunk, heads)`` intermediates for the backward. 
 function (``h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t``, ``y_t = C_t h_t + D x_t``, per head) as
 
 * within each chunk, the quadratic "attention-like" form (``chunk x chunk`` per chunk and head);
-* between chunks, a recurrence over the ``(batch, heads, head_dim, state)`` states, one step per chunk;
+* between chunks, a recurrence over the ``(batch, heads, head_dim, state)`` states (within blocks of 32 chunks one
+  decay-matrix product, blocks in sequence);
 * ``B``/``C`` stay per group (never repeated to all heads);
 * for training, the whole computation runs under activation checkpointing (``torch.utils.checkpoint``, non-reentrant):
   autograd saves only the inputs, and the backward recomputes the forward once and differentiates it. Nothing of size
@@ -108,25 +109,48 @@ def _ssd_forward(x, dt, A, B, C, D, initial_states, chunk_size: int):
     # 2. each chunk's contribution to the state at its end
     to_end = torch.exp(a_cumsum[..., -1:] - a_cumsum).permute(0, 2, 3, 1)[..., None]  # (b, c, q, h, 1)
     x_to_end = (x_dt * to_end).view(batch, chunks, q, groups, per_group, head_dim)
-    chunk_states = torch.einsum("bclgn,bclgrp->bcgrpn", B, x_to_end).reshape(batch, chunks, heads, head_dim, state)
+    chunk_states = torch.einsum("bclgn,bclgrp->bgrcpn", B, x_to_end).reshape(batch, heads, chunks, head_dim * state)
 
-    # 3. between chunks: the state entering each chunk, one step per chunk (linear in the number of chunks)
-    chunk_decay = torch.exp(a_cumsum[..., -1]).permute(0, 2, 1)[..., None, None]  # (b, c, h, 1, 1)
+    # 3. between chunks: the state entering each chunk (linear in the number of chunks, see _states_entering_chunks)
     current = initial_states if initial_states is not None else x.new_zeros(batch, heads, head_dim, state)
-    entering = []
-    # unbind, not indexing: the backward of one index per chunk would allocate a full-size gradient per chunk
-    for decay, chunk_state in zip(chunk_decay.unbind(1), chunk_states.unbind(1)):
-        entering.append(current)
-        current = decay * current + chunk_state
-    entering = torch.stack(entering, dim=1).view(batch, chunks, groups, per_group, head_dim, state)
+    entering, current = _states_entering_chunks(a_cumsum[..., -1], chunk_states, current.reshape(batch, heads, -1))
+    entering = entering.view(batch, groups, per_group, chunks, head_dim, state)
 
     # 4. the entering state's contribution inside each chunk, decayed to each position
-    y_state = torch.einsum("bclgn,bcgrpn->bclgrp", C, entering).reshape(batch, chunks, q, heads, head_dim)
+    y_state = torch.einsum("bclgn,bgrcpn->bclgrp", C, entering).reshape(batch, chunks, q, heads, head_dim)
     y = y + y_state * torch.exp(a_cumsum).permute(0, 2, 3, 1)[..., None]
     y = y.reshape(batch, chunks * q, heads, head_dim)[:, :length]
     if D is not None:
         y = y + x_in * D[:, None]
-    return y, current
+    return y, current.view(batch, heads, head_dim, state)
+
+
+#: Chunks whose entering states one matrix product computes; blocks of this many chunks are then walked in sequence.
+CHUNKS_PER_BLOCK = 32
+
+
+def _states_entering_chunks(log_decay, chunk_states, state, block: int | None = None):
+    """``S_{c+1} = exp(log_decay_c) S_c + chunk_states_c`` from ``S_0 = state``, for ``log_decay (b, h, c)``,
+    ``chunk_states (b, h, c, d)``, ``state (b, h, d)``: returns ``(S_0 .. S_{c-1} as (b, h, c, d), S_c)``.
+
+    Within a block of ``block`` chunks, one ``(block + 1) x block`` decay matrix times the block's chunk states (plus
+    the decayed state entering the block); blocks in sequence. Work and memory are linear in the number of chunks.
+    """
+    chunks = log_decay.shape[-1]
+    block = block or CHUNKS_PER_BLOCK
+    causal = torch.ones(block + 1, block, dtype=torch.bool, device=log_decay.device).tril(-1)
+    entering = []
+    for start in range(0, chunks, block):
+        decay = log_decay[..., start : start + block]
+        n = decay.shape[-1]
+        inclusive = decay.cumsum(-1)  # (b, h, n): log-decay from the block start to the end of chunk z
+        exclusive = F.pad(inclusive, (1, 0))  # (b, h, n + 1): ... to the start of chunk k (k = n: the block end)
+        weights = (exclusive[..., :, None] - inclusive[..., None, :]).masked_fill(~causal[: n + 1, :n], -float("inf"))
+        carried = torch.exp(exclusive)[..., None] * state[:, :, None]  # (b, h, n + 1, d)
+        states = torch.exp(weights) @ chunk_states[:, :, start : start + n] + carried
+        entering.append(states[:, :, :n])
+        state = states[:, :, n]
+    return torch.cat(entering, dim=2) if len(entering) > 1 else entering[0], state
 
 
 def ssd_scan(x, dt, A, B, C, chunk_size: int, D=None, initial_states=None):
@@ -280,11 +304,12 @@ def _kernel_binding(original) -> bool:
     package (mamba-ssm, causal-conv1d) rather than to its reference."""
     try:
         bound = inspect.getclosurevars(original).nonlocals
-        if "is_new_implementation" in bound:
-            return bool(bound["is_new_implementation"])
     except (TypeError, ValueError):
-        pass
-    return True  # unknown wrapper: keep it where kernels could run
+        bound = {}
+    if "is_new_implementation" in bound:
+        return bool(bound["is_new_implementation"])
+    # transformers' bare reference function (no wrapper): not a kernel; an unknown wrapper: keep it where kernels run
+    return not getattr(original, "__module__", "").startswith("transformers.")
 
 
 def _dispatcher(attribute: str, portable: str):
