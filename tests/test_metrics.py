@@ -32,6 +32,8 @@ from biomamba_hf.metrics import (
     merge_candidates,
     merge_nbest,
     question_scores,
+    question_types,
+    read_golden_questions,
     to_submission,
     write_submission,
 )
@@ -60,9 +62,12 @@ def scores_of(predictions, references=REFS):
     return s["strict_acc"], s["lenient_acc"], s["mrr"]
 
 
-def test_match_is_case_insensitive_and_strips_whitespace():
-    assert scores_of({"q1": ["  brca1\n"]}, {"q1": [["BRCA1"]]}) == (1.0, 1.0, 1.0)
-    assert scores_of({"q1": ["BRCA1"]}, {"q1": [[" brca1 "]]}) == (1.0, 1.0, 1.0)
+def test_match_is_case_insensitive_and_compares_whitespace_as_written():
+    # As the official evaluator: lower-cased on both sides, never stripped (the 4B4 gold answer " fewer than 100").
+    assert scores_of({"q1": ["brca1"]}, {"q1": [["BRCA1"]]}) == (1.0, 1.0, 1.0)
+    assert scores_of({"q1": ["  brca1\n"]}, {"q1": [["BRCA1"]]}) == (0.0, 0.0, 0.0)
+    assert scores_of({"q1": ["fewer than 100"]}, {"q1": [[" fewer than 100"]]}) == (0.0, 0.0, 0.0)
+    assert scores_of({"q1": [" Fewer than 100"]}, {"q1": [[" fewer than 100"]]}) == (1.0, 1.0, 1.0)
     # Exact match, not containment or token overlap.
     assert scores_of({"q1": ["BRCA1 gene", "BRCA"]}, {"q1": [["BRCA1"]]}) == (0.0, 0.0, 0.0)
 
@@ -73,9 +78,12 @@ def test_only_the_first_five_candidates_count():
     assert scores_of({"q1": [*wrong, "e", "BRCA1"]}, {"q1": [["BRCA1"]]}) == (0.0, 0.0, 0.0)
 
 
-def test_empty_candidates_take_no_rank():
-    assert scores_of({"q1": ["", "  ", "BRCA1"]}, {"q1": [["BRCA1"]]}) == (1.0, 1.0, 1.0)
-    assert bioasq_factoid({"q1": ["", " "]}, {"q1": [["BRCA1"]]})["num_answered"] == 0
+def test_blank_candidates_take_a_rank_and_empty_lists_do_not():
+    # The evaluator ranks [""] and [" "] (Task1bData.java:365-368) but skips [] (no string read).
+    assert scores_of({"q1": ["", "  ", "BRCA1"]}, {"q1": [["BRCA1"]]}) == (0.0, 1.0, pytest.approx(1 / 3))
+    assert scores_of({"q1": [[], [], "BRCA1"]}, {"q1": [["BRCA1"]]}) == (1.0, 1.0, 1.0)
+    assert bioasq_factoid({"q1": [[]]}, {"q1": [["BRCA1"]]})["num_answered"] == 0
+    assert bioasq_factoid({"q1": [""]}, {"q1": [["BRCA1"]]})["num_answered"] == 1
 
 
 def test_missing_predictions_score_zero_and_count():
@@ -92,8 +100,11 @@ def test_synonyms_and_several_answers_all_count():
     assert scores_of({"q2": ["FXa"]}, {"q2": ["Factor Xa", "FXa"]}) == (1.0, 1.0, 1.0)
 
 
-def test_candidate_may_be_a_synonym_list():
-    assert scores_of({"q1": [["breast cancer 1", "brca1"]]}, {"q1": [["BRCA1"]]}) == (1.0, 1.0, 1.0)
+def test_a_candidate_is_one_string_and_synonym_lists_are_refused():
+    assert scores_of({"q1": [["brca1"]]}, {"q1": [["BRCA1"]]}) == (1.0, 1.0, 1.0)
+    # Since BioASQ 5 the evaluator reads only the first synonym: "brca1" would silently not count.
+    with pytest.raises(ValueError, match=r"predictions\['q1'\]\[0\] is a list of 2 synonyms .* give one string"):
+        bioasq_factoid({"q1": [["breast cancer 1", "brca1"]]}, {"q1": [["BRCA1"]]})
 
 
 def test_duplicate_wrong_candidates_still_take_ranks():
@@ -105,16 +116,18 @@ def test_unknown_predictions_are_ignored_but_counted():
     assert (s["strict_acc"], s["num_unknown_predictions"]) == (1.0, 1)
 
 
-def test_blank_gold_answer_scores_zero():
-    s = bioasq_factoid({"q1": [" ", "x"], "q2": ["BRCA1"]}, {"q1": [[" "]], "q2": [["BRCA1"]]})
+def test_blank_gold_answer_matches_only_the_same_blank():
+    # 4B5 has the gold answer [[" "]]; the evaluator credits exactly " " there, so do we.
+    s = bioasq_factoid({"q1": ["", "x"], "q2": ["BRCA1"]}, {"q1": [[" "]], "q2": [["BRCA1"]]})
     assert (s["strict_acc"], s["lenient_acc"], s["num_questions"]) == (0.5, 0.5, 2)
+    assert scores_of({"q1": ["x", " "]}, {"q1": [[" "]]}) == (0.0, 1.0, 0.5)
 
 
 @pytest.mark.parametrize(
     ("predictions", "references", "match"),
     [
         ({"q1": "BRCA1"}, {"q1": [["BRCA1"]]}, r"predictions\['q1'\] must be a ranked list .* wrap a single answer"),
-        ({"q1": [3]}, {"q1": [["BRCA1"]]}, r"predictions\['q1'\]\[0\] must be a string or a list of synonym strings"),
+        ({"q1": [3]}, {"q1": [["BRCA1"]]}, r"predictions\['q1'\]\[0\] must be a string or a one-string list"),
         ({"q1": ["x"]}, {"q1": "BRCA1"}, r"references\['q1'\] must be a list of synonym lists"),
         ({"q1": ["x"]}, {"q1": [[1]]}, r"references\['q1'\]\[0\] must be a string or a list of synonym strings"),
         (["x"], {"q1": [["BRCA1"]]}, "predictions must be a dict keyed by BioASQ question id, got list"),
@@ -270,7 +283,15 @@ def test_clean_answer_keeps_inner_parentheses():
 
 
 def golden_question(qid, exact_answer, qtype="factoid", **extra):
-    return {"id": qid, "type": qtype, "body": f"Question {qid}?", "exact_answer": exact_answer, **extra}
+    # Golden files give one ideal answer per expert: a list.
+    return {
+        "id": qid,
+        "type": qtype,
+        "body": f"Question {qid}?",
+        "exact_answer": exact_answer,
+        "ideal_answer": [f"Answer to {qid}."],
+        **extra,
+    }
 
 
 def write_json(path: Path, obj) -> Path:
@@ -304,9 +325,10 @@ def test_load_golden_keeps_factoid_questions(golden_files):
 
 def test_load_golden_warns_about_blank_answers(tmp_path, caplog):
     path = write_json(tmp_path / "g.json", {"questions": [golden_question("q1", [[" "]])]})
-    with caplog.at_level(logging.WARNING, logger="biomamba_hf.metrics.bioasq"):
+    with caplog.at_level(logging.WARNING, logger="biomamba_hf.bioasq.formats"):
         assert load_golden(path) == {"q1": [[" "]]}
     assert "question 'q1' has no non-blank gold answer" in caplog.text
+    assert "only a candidate written exactly so matches it" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -342,12 +364,14 @@ def test_load_golden_rejects_duplicate_questions(golden_files, tmp_path):
 
 
 def test_submission_lists_every_question_with_at_most_five_candidates(tmp_path):
-    predictions = {"q1": ["a", "b", "", "c", "d", "e", "BRCA1"], "q9": ["unknown"]}
+    predictions = {"q1": ["a", " b", [], "", "Ωmega", "e", "BRCA1"], "q9": ["unknown"]}
     submission = to_submission(predictions, REFS)
     assert [q["id"] for q in submission["questions"]] == ["q1", "q2", "q3"]
-    assert submission["questions"][0]["exact_answer"] == [["a"], ["b"], ["c"], ["d"], ["e"]]
+    # Written as predicted (whitespace, blanks), one string each, the first five; [] is no candidate.
+    assert submission["questions"][0]["exact_answer"] == [["a"], [" b"], [""], ["Ωmega"], ["e"]]
     assert submission["questions"][1] == {"id": "q2", "type": "factoid", "exact_answer": []}
     path = write_submission(tmp_path / "out" / "submission.json", predictions, REFS)
+    assert path.read_bytes().isascii() and "\\u03a9mega" in path.read_text()
     # Round trip: reading the submission back gives the same scores.
     assert bioasq_factoid(load_predictions(path), REFS) == {
         **bioasq_factoid(predictions, REFS),
@@ -357,20 +381,79 @@ def test_submission_lists_every_question_with_at_most_five_candidates(tmp_path):
         to_submission(predictions, REFS, top_k=6)
 
 
+def test_submission_lists_the_questions_of_every_type_of_the_golden_files(golden_files, tmp_path):
+    types = question_types(golden_files)
+    assert types == {"q1": "factoid", "q2": "factoid", "y1": "yesno", "s1": "summary", "q3": "factoid"}
+    path = write_submission(tmp_path / "s.json", {"q1": ["BRCA1"], "y1": ["yes"]}, types)
+    assert json.loads(path.read_text())["questions"] == [
+        {"id": "q1", "type": "factoid", "exact_answer": [["BRCA1"]]},
+        {"id": "q2", "type": "factoid", "exact_answer": []},
+        {"id": "y1", "type": "yesno"},  # unanswered: no exact_answer (the evaluator fails on [] there)
+        {"id": "s1", "type": "summary"},
+        {"id": "q3", "type": "factoid", "exact_answer": []},
+    ]
+    assert load_predictions(path, types) == {"q1": ["BRCA1"], "q2": [], "q3": []}
+    records = [q for path in golden_files for q in read_golden_questions(path, None)]
+    assert to_submission({}, records) == to_submission({}, types)
+
+
 def test_load_predictions_formats_and_errors(tmp_path):
-    ours = write_json(tmp_path / "p.json", {"q1": ["BRCA1", "x"], "q2": "FXa"})
-    assert load_predictions(ours) == {"q1": ["BRCA1", "x"], "q2": ["FXa"]}
+    ours = write_json(tmp_path / "p.json", {"q1": ["BRCA1", " x"], "q2": "FXa", "q3": [["IL6"], []]})
+    assert load_predictions(ours) == {"q1": ["BRCA1", " x"], "q2": ["FXa"], "q3": ["IL6"]}
     submission = write_json(
         tmp_path / "s.json",
-        {"questions": [{"id": "q1", "exact_answer": [["BRCA1", "brca-1"]]}, {"id": "y", "type": "yesno"}]},
+        {"questions": [{"id": "q1", "exact_answer": [["BRCA1"], [" brca-1"]]}, {"id": "y", "type": "yesno"}]},
     )
-    assert load_predictions(submission) == {"q1": [["BRCA1", "brca-1"]]}
+    assert load_predictions(submission) == {"q1": ["BRCA1", " brca-1"]}
     bad = write_json(tmp_path / "bad.json", {"q1": [{"text": "BRCA1"}]})
+    with pytest.raises(ValueError, match=r"bad\.json: question 'q1': the value is a list of objects .* --nbest"):
+        load_predictions(bad)
+    bad = write_json(tmp_path / "bad.json", {"q1": 5})
     with pytest.raises(ValueError, match=r"bad\.json: question 'q1': the value must be a ranked list"):
         load_predictions(bad)
-    bad = write_json(tmp_path / "bad.json", {"questions": [{"id": "q1", "exact_answer": "BRCA1"}]})
-    with pytest.raises(ValueError, match=r"question 'q1' \(questions\[0\]\): field 'exact_answer' must be a list"):
+    bad = write_json(tmp_path / "bad.json", {"questions": [{"id": "q1", "type": "factoid", "exact_answer": "BRCA1"}]})
+    with pytest.raises(ValueError, match=r"question 'q1' \(questions\[0\]\): field 'exact_answer' of a factoid"):
         load_predictions(bad)
+
+
+def test_reading_a_submission_refuses_what_the_evaluator_reads_otherwise(golden_files, tmp_path):
+    types = question_types(golden_files)
+    full = [{"id": "q2", "type": "factoid"}, {"id": "y1", "type": "yesno"}, {"id": "q3", "type": "factoid"}]
+
+    def refused(entry, match, golden_types=types):
+        path = write_json(tmp_path / "s.json", {"questions": [entry, *full]})
+        with pytest.raises(ValueError, match=match) as err:
+            load_predictions(path, golden_types)
+        assert str(path) in str(err.value)
+
+    refused({"id": "q1", "exact_answer": [["BRCA1", "brca-1"]]}, r"question 'q1' .*list of 2 synonyms .*one string")
+    refused({"id": "q1", "exact_answer": ["BRCA1"]}, r"'exact_answer'\[0\] must be a list of one string .*flat list")
+    refused({"id": "q1", "exact_answer": [[c] for c in "abcdef"]}, r"has 6 candidates; BioASQ allows 5")
+    refused({"id": "q1", "type": "list", "exact_answer": []}, r"'type' is 'list' but the golden file has a 'factoid'")
+    refused({"id": "q1", "exact_answer": None}, r"'exact_answer' is null")
+    refused({"id": "q1", "type": "factoid"}, r"2 question\(s\)|1 question\(s\)", {**types, "extra": "list"})
+    path = write_json(tmp_path / "s.json", {"questions": [{"id": "y1", "type": "yesno", "exact_answer": []}]})
+    with pytest.raises(ValueError, match=r"question 'y1' .* must be \"yes\" or \"no\""):
+        load_predictions(path)
+    path = write_json(tmp_path / "s.json", {"questions": full})
+    with pytest.raises(
+        ValueError, match=r"1 question\(s\) of the golden files are not in the submission \(first: 'q1'"
+    ):
+        load_predictions(path, types)
+
+
+def test_cli_refuses_files_that_are_not_predictions(golden_files, tmp_path, capsys):
+    assert main([str(golden_files[0]), "--golden", *map(str, golden_files)]) == 1
+    assert f"{golden_files[0]} is the golden file" in capsys.readouterr().err
+    copy = write_json(tmp_path / "copy.json", json.loads(golden_files[0].read_text()))
+    assert main([str(copy), "--golden", str(golden_files[0])]) == 1
+    err = capsys.readouterr().err
+    assert "copy.json is not a predictions file" in err and "Is it a golden or training file" in err
+    squad = write_json(tmp_path / "squad.json", {"version": "BioASQ4b", "data": []})
+    assert main([str(squad), "--golden", str(golden_files[0])]) == 1
+    assert "squad.json is a SQuAD-format file" in capsys.readouterr().err
+    assert main([str(copy), "--nbest", "--golden", str(golden_files[0])]) == 1
+    assert "drop --nbest" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -394,7 +477,7 @@ def test_cli_scores_batches_and_writes_json_and_submission(golden_files, tmp_pat
     assert written["macro"] == pytest.approx(expected["macro"])
     assert written["batches"]["4b-1"]["mrr"] == 0.75
     assert written["questions"]["4b-1"]["q2"]["mrr"] == 0.5
-    assert [q["id"] for q in json.loads(sub.read_text())["questions"]] == ["q1", "q2", "q3"]
+    assert [q["id"] for q in json.loads(sub.read_text())["questions"]] == ["q1", "q2", "y1", "s1", "q3"]
 
 
 def test_cli_merges_nbest_files(golden_files, tmp_path, capsys):
@@ -494,10 +577,10 @@ def test_cli_on_real_golden_files_scores_gold_answers_perfectly(year, tmp_path, 
     path = write_json(tmp_path / "p.json", predictions)
     assert main([str(path), "--golden", str(golden), "--output_json", str(tmp_path / "s.json")]) == 0
     scores = json.loads((tmp_path / "s.json").read_text())
-    blank = [qid for qid, answers in references.items() if not any(s.strip() for a in answers for s in a)]
     assert scores["macro"]["num_batches"] == 5
     assert scores["micro"]["num_questions"] == {"4b": 161, "5b": 150}[year]
+    # Every gold answer as written scores, the blank [[" "]] of 4B5 and the spaced " fewer than 100" of 4B4 too.
     assert scores["micro"]["strict_acc"] == 0.0
-    assert scores["micro"]["lenient_acc"] == pytest.approx(1 - len(blank) / len(references))
-    assert scores["micro"]["mrr"] == pytest.approx(0.5 * (1 - len(blank) / len(references)))
+    assert scores["micro"]["lenient_acc"] == 1.0
+    assert scores["micro"]["mrr"] == 0.5
     capsys.readouterr()

@@ -183,6 +183,9 @@ def test_a_submission_lists_every_question_once_and_scores_like_the_predictions(
     st.dictionaries(st.sampled_from([f"q{i}" for i in range(6)]), REFERENCE_ANSWERS, min_size=1),
     st.dictionaries(st.sampled_from([f"q{i}" for i in range(6)]), st.lists(ANSWER, max_size=6)),
 )
-def test_scores_ignore_case_and_surrounding_whitespace_of_candidates(references, predictions):
-    shouted = {q: [f"  {a.upper()}\t" for a in answers] for q, answers in predictions.items()}
+def test_scores_ignore_case_but_not_whitespace_of_candidates(references, predictions):
+    shouted = {q: [a.upper() for a in answers] for q, answers in predictions.items()}
     assert bioasq_factoid(shouted, references) == bioasq_factoid(predictions, references)
+    # As in the official evaluator, whitespace is compared as written: padded candidates match no gold answer here.
+    padded = {q: [f"  {a}\t" for a in answers] for q, answers in predictions.items()}
+    assert bioasq_factoid(padded, references)["lenient_acc"] == 0.0

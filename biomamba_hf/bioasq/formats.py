@@ -1,4 +1,15 @@
-"""BioASQ file formats, standard library only: test, golden and submission JSON, candidate lists, batch names."""
+"""BioASQ file formats, standard library only: test, golden and submission JSON, candidate lists, batch names.
+
+Submission files follow the official evaluator (github.com/BioASQ/Evaluation-Measures, ``EvaluatorTask1b -phaseB
+-e 5``); its rules, with the Java lines they come from, are listed in the metric card
+(``biomamba_hf/metrics/bioasq_factoid/README.md``). In short: :func:`write_submission` lists every question of
+the golden files (the evaluator stops with a NullPointerException on a missing factoid, list or yes/no question),
+writes each candidate as one string ``[["cand1"], ["cand2"]]`` exactly as predicted (the evaluator reads only the
+first string of a candidate, lower-cases both sides and compares whitespace as written), at most five per
+question, with ``\\u`` escapes (the evaluator reads files in the platform charset). :func:`load_predictions`
+reads such files as the evaluator does, and refuses, naming file, question and field, what the evaluator would
+crash on or read differently from what the file says, and files that are not predictions (golden files).
+"""
 
 from __future__ import annotations
 
@@ -15,12 +26,15 @@ __all__ = [
     "as_paths",
     "batch_name",
     "candidate_strings",
+    "candidate_text",
     "check_candidates",
     "check_mapping",
     "load_golden",
     "load_golden_batches",
     "load_predictions",
     "question_id",
+    "question_types",
+    "ranked_candidates",
     "read_golden_questions",
     "read_json",
     "to_submission",
@@ -32,7 +46,7 @@ __all__ = [
 MAX_CANDIDATES = 5
 
 PathLike = str | os.PathLike[str]
-#: One submitted answer: a string, or a list of synonym strings (BioASQ submission format).
+#: One submitted answer: a string, or the submission form ``[string]`` (a one-string list; ``[]`` is no answer).
 Candidate = str | Sequence[str]
 
 logger = logging.getLogger(__name__)
@@ -68,6 +82,50 @@ def check_candidates(candidates: Any, qid: str) -> None:
             f"predictions[{qid!r}] must be a ranked list of candidate answers, got {type(candidates).__name__} "
             f"{candidates!r}; wrap a single answer in a list: [{candidates!r}]"
         )
+
+
+def candidate_text(candidate: Any, where: str) -> str | None:
+    """The text of one candidate answer, as the official evaluator reads it; ``None`` for ``[]`` (no candidate).
+
+    A candidate is a string or a one-string list ``["text"]`` (the submission form). The text is kept as written:
+    the evaluator compares whitespace exactly (``Task1bData.java:294``, ``ExactAnswer.java:81``). ``[]`` takes no
+    rank (the evaluator skips it, ``Task1bData.java:360-369``). A list of several synonyms is refused: since
+    BioASQ 5 (``-e 5``) the evaluator reads only the first string of a candidate (``Task1bData.java:169-170,
+    354-376``), so the others would silently not count.
+
+    >>> candidate_text(" Factor Xa", "c"), candidate_text(["FXa"], "c"), candidate_text([], "c")
+    (' Factor Xa', 'FXa', None)
+    """
+    if isinstance(candidate, str):
+        return candidate
+    if isinstance(candidate, Sequence) and all(isinstance(s, str) for s in candidate):
+        if not candidate:
+            return None
+        if len(candidate) == 1:
+            return candidate[0]
+        raise ValueError(
+            f"{where} is a list of {len(candidate)} synonyms {list(candidate)!r}: since BioASQ 5 the official "
+            "evaluator reads only the first string of a candidate, so the others would not count; give one string "
+            f"per candidate, e.g. {candidate[0]!r} (or {[candidate[0]]!r} in a submission), and the synonyms as "
+            "further candidates if they should take ranks"
+        )
+    raise ValueError(
+        f'{where} must be a string or a one-string list such as ["answer"], got {candidate!r}; '
+        'write candidates as ["answer 1", "answer 2"] or, in a submission, [["answer 1"], ["answer 2"]]'
+    )
+
+
+def ranked_candidates(candidates: Any, qid: str) -> list[str]:
+    """The candidate texts of question ``qid`` in rank order (:func:`candidate_text`; ``[]`` items dropped).
+
+    All of them: the scorer counts the first :data:`MAX_CANDIDATES`, the writer writes the first ``top_k``.
+
+    >>> ranked_candidates(["BRCA1", [], [" brca2"], ""], "q1")
+    ['BRCA1', ' brca2', '']
+    """
+    check_candidates(candidates, qid)
+    texts = (candidate_text(c, f"predictions[{qid!r}][{rank}]") for rank, c in enumerate(candidates))
+    return [text for text in texts if text is not None]
 
 
 _QA_ID_SUFFIX = re.compile(r"^(.+)_(\d+)$")
@@ -107,12 +165,16 @@ def read_json(path: PathLike) -> Any:
         raise ValueError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
-def write_json(path: PathLike, value: Any) -> Path:
-    """Write ``value`` to ``path`` as indented UTF-8 JSON (parent folders created) and return the path."""
+def write_json(path: PathLike, value: Any, ensure_ascii: bool = False) -> Path:
+    """Write ``value`` to ``path`` as indented UTF-8 JSON (parent folders created) and return the path.
+
+    ``ensure_ascii=True`` writes non-ASCII characters as ``\\u`` escapes (for readers that use the platform
+    charset, such as the official BioASQ evaluator).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, ensure_ascii=False)
+        json.dump(value, f, indent=2, ensure_ascii=ensure_ascii)
         f.write("\n")
     return path
 
@@ -168,7 +230,7 @@ def read_golden_questions(path: PathLike, question_types: Iterable[str] | None =
     Checks the ``questions`` list, each question's ``id`` and ``type``, and for factoid and list questions the
     ``exact_answer`` (a list of synonym lists; a flat list of strings is read as one answer's synonyms); a bad
     record raises ``ValueError`` naming the file, the question id and the field. A question whose gold answers
-    are all blank is kept with a logged warning (it scores 0). ``question_types=None`` keeps every question.
+    are all blank is kept with a logged warning. ``question_types=None`` keeps every question.
     """
     path = Path(path)
     data = read_json(path)
@@ -203,9 +265,11 @@ def read_golden_questions(path: PathLike, question_types: Iterable[str] | None =
                     f'lists such as [["Factor Xa", "FXa"]], got {question.get("exact_answer")!r}'
                 )
             if not any(s.strip() for a in answers for s in a):
-                # Real golden files have such questions (4B5 has [[" "]]); they count, and can only score 0.
+                # Real golden files have such questions (4B5 has [[" "]]); they count, and as in the official
+                # evaluator only an identical blank candidate matches them.
                 logger.warning(
-                    "%s: question %r has no non-blank gold answer (exact_answer=%r); it counts and scores 0",
+                    "%s: question %r has no non-blank gold answer (exact_answer=%r); it counts, and only a candidate "
+                    "written exactly so matches it (as in the official evaluator)",
                     path,
                     qid,
                     question.get("exact_answer"),
@@ -255,18 +319,97 @@ def load_golden_batches(paths: PathLike | Iterable[PathLike], question_types: It
     return batches
 
 
-def _is_candidate_list(answer) -> bool:
-    """A ranked list of candidates, each a string or a list of synonym strings."""
-    return isinstance(answer, list) and all(
-        isinstance(c, str) or (isinstance(c, list) and all(isinstance(s, str) for s in c)) for c in answer
-    )
+def question_types(paths: PathLike | Iterable[PathLike]) -> dict[str, str]:
+    """``{question id: type}`` of every question of one or more golden files, in file order.
+
+    What :func:`write_submission` needs to list every question and :func:`load_predictions` to check a submission.
+    """
+    types: dict[str, str] = {}
+    for path in as_paths(paths, "paths"):
+        for question in read_golden_questions(path, question_types=None):
+            types[question["id"]] = question["type"]
+    return types
 
 
-def load_predictions(path: PathLike) -> dict[str, list[Candidate]]:
+def _golden_sign(question: Mapping[str, Any]) -> str | None:
+    """Why a record of a ``{"questions": [...]}`` file is a golden/training record, not a prediction (or None).
+
+    Golden and training files give ``ideal_answer`` as a list (one per expert), submissions as a string or not at
+    all. Golden files also carry synonym lists in ``exact_answer``, which :func:`candidate_text` refuses.
+    """
+    if isinstance(question.get("ideal_answer"), list):
+        return "field 'ideal_answer' is a list of expert answers, as in golden and training files"
+    return None
+
+
+def _check_submission_question(path: Path, i: int, question: Any, gold_type: str | None) -> str | None:
+    """The type by which the evaluator scores ``questions[i]`` (None: not a factoid/list/yesno question).
+
+    Refuses, naming file, question and field, what the official evaluator crashes on or reads against the file.
+    """
+    if not isinstance(question, dict) or not isinstance(question.get("id"), str):
+        raise ValueError(
+            f"{path}: questions[{i}] must be an object with a string 'id' field, got {question!r}; "
+            "the official evaluator fails on a question without an id"
+        )
+    qid = question["id"]
+    where = f"{path}: question {qid!r} (questions[{i}])"
+    own_type = question.get("type")
+    if gold_type is not None and own_type is not None and own_type != gold_type:
+        raise ValueError(
+            f"{where}: field 'type' is {own_type!r} but the golden file has a {gold_type!r} question with this id; "
+            "the official evaluator scores it by the golden type and ignores the file's. Write the golden type "
+            "(or check that the file belongs to this batch)"
+        )
+    qtype = gold_type or own_type
+    if "exact_answer" not in question:
+        return qtype
+    answer = question["exact_answer"]
+    if answer is None:
+        raise ValueError(
+            f"{where}: field 'exact_answer' is null, on which the official evaluator fails; leave the field out "
+            "(yes/no, summary) or write [] (factoid, list) for a question without an answer"
+        )
+    if qtype == "yesno":
+        if not isinstance(answer, str):
+            raise ValueError(
+                f'{where}: field \'exact_answer\' of a yes/no question must be "yes" or "no", got {answer!r} '
+                "(the official evaluator fails on a list there); leave the field out when there is no answer"
+            )
+        return qtype
+    if qtype in ("factoid", "list") or (qtype is None and isinstance(answer, list)):
+        qtype = qtype or "factoid"
+        if not isinstance(answer, list):
+            raise ValueError(
+                f"{where}: field 'exact_answer' of a {qtype} question must be a list of candidates such as "
+                f'[["cand1"], ["cand2"]] ([] for no answer), got {answer!r}'
+            )
+        for rank, item in enumerate(answer):
+            if not isinstance(item, list) or not all(isinstance(s, str) for s in item):
+                raise ValueError(
+                    f"{where}: field 'exact_answer'[{rank}] must be a list of one string such as [\"cand\"], got "
+                    f"{item!r}; the official evaluator (-e 5) fails on a flat list of strings and on deeper nesting: "
+                    f'write [["cand1"], ["cand2"]]'
+                )
+    return qtype
+
+
+def load_predictions(path: PathLike, golden_types: Mapping[str, str] | None = None) -> dict[str, list[str]]:
     """Read predictions: our ``{question id: [answer, ...]}`` JSON or a BioASQ submission ``{"questions": [...]}``.
 
-    In a submission, each ``exact_answer`` item is one candidate (a list of synonyms) and non-factoid questions
-    are skipped. A bare string value in our format is read as a single candidate.
+    Candidates are read as the official evaluator reads them (:func:`candidate_text`: text as written, ``[]`` no
+    candidate, one string per candidate). A bare string value in our format is read as a single candidate.
+
+    A submission is read as the official evaluator (``-e 5``) reads it, and refused with a message naming the file,
+    the question and the field where the evaluator would fail or read something else than the file says: an entry
+    without an id, a question listed twice (the evaluator takes the first), ``exact_answer`` null, flat
+    (``["a", "b"]``) or nested deeper, a list for a yes/no question, a candidate with several synonyms, more than
+    :data:`MAX_CANDIDATES` candidates (the evaluator counts them all). ``golden_types`` (``{id: type}`` from
+    :func:`question_types`) adds the checks against the golden files: a question typed differently from the golden
+    one, and golden factoid, list or yes/no questions missing from the file (the evaluator stops with a
+    NullPointerException). Only factoid questions are returned. A golden or training file (expert ``ideal_answer``
+    lists, synonym lists in ``exact_answer``) is refused as not being predictions. A file with non-ASCII characters
+    is read (as UTF-8) with a warning: the evaluator reads files in the platform charset.
     """
     path = Path(path)
     data = read_json(path)
@@ -275,77 +418,147 @@ def load_predictions(path: PathLike) -> dict[str, list[Candidate]]:
             f"{path}: expected a JSON object, either {{question id: [answers]}} or a BioASQ submission "
             f"{{'questions': [...]}}, got {type(data).__name__}"
         )
-    predictions: dict[str, list[Candidate]] = {}
-    if isinstance(data.get("questions"), list):
-        for i, question in enumerate(data["questions"]):
-            if not isinstance(question, dict) or not isinstance(question.get("id"), str):
+    if isinstance(data.get("data"), list) and "questions" not in data:
+        raise ValueError(
+            f"{path} is a SQuAD-format file (a 'data' list of paragraphs), not predictions: pass the model's "
+            "predictions ({question id: [answers]} or a BioASQ submission), e.g. predictions_<set>.json of run_qa"
+        )
+    predictions: dict[str, list[str]] = {}
+    if not isinstance(data.get("questions"), list):
+        for qid, answer in data.items():
+            if isinstance(answer, str):
+                answer = [answer]
+            if isinstance(answer, list) and answer and all(isinstance(a, dict) for a in answer):
                 raise ValueError(
-                    f"{path}: questions[{i}] must be an object with a string 'id' field, got {question!r}"
+                    f"{path}: question {qid!r}: the value is a list of objects {answer[0]!r}, as in an n-best file; "
+                    "merge it per question first (biomamba-bioasq-eval --nbest) or give ranked answer strings"
                 )
-            qid = question["id"]
-            if question.get("type", "factoid") != "factoid":
-                continue
-            if qid in predictions:
-                raise ValueError(f"{path}: question {qid!r} (questions[{i}]) is listed twice; list each question once")
-            answer = question.get("exact_answer", [])
-            if not _is_candidate_list(answer):
+            if not isinstance(answer, list):
                 raise ValueError(
-                    f"{path}: question {qid!r} (questions[{i}]): field 'exact_answer' must be a list of candidates "
-                    f'such as [["cand1"], ["cand2"]], got {answer!r}'
+                    f"{path}: question {qid!r}: the value must be a ranked list of answer strings such as "
+                    f'["cand1", "cand2"], got {answer!r}'
                 )
-            predictions[qid] = answer
+            try:
+                predictions[qid] = ranked_candidates(answer, qid)
+            except ValueError as err:
+                raise ValueError(f"{path}: question {qid!r}: {err}") from None
         return predictions
-    for qid, answer in data.items():
-        if isinstance(answer, str):
-            answer = [answer]
-        if not _is_candidate_list(answer):
+
+    questions = data["questions"]
+    for i, question in enumerate(questions):
+        sign = _golden_sign(question) if isinstance(question, dict) else None
+        if sign:
             raise ValueError(
-                f"{path}: question {qid!r}: the value must be a ranked list of answer strings such as "
-                f'["cand1", "cand2"], got {answer!r}'
+                f"{path} is not a predictions file: question {question.get('id')!r} (questions[{i}]): {sign}. "
+                "Is it a golden or training file? Give the system's predictions ({question id: [answers]} or a "
+                "BioASQ submission with one string per candidate) and the golden files with --golden"
             )
-        predictions[qid] = answer
+    types = dict(golden_types or {})
+    listed: dict[str, int] = {}
+    for i, question in enumerate(questions):
+        qtype = _check_submission_question(path, i, question, types.get(question.get("id")))
+        qid = question["id"]
+        if qid in listed:
+            raise ValueError(
+                f"{path}: question {qid!r} (questions[{i}]) is listed twice (first as questions[{listed[qid]}]); the "
+                "official evaluator reads only the first: list each question once"
+            )
+        listed[qid] = i
+        if qtype != "factoid":
+            continue
+        try:
+            candidates = ranked_candidates(question.get("exact_answer", []), qid)
+        except ValueError as err:
+            raise ValueError(f"{path}: question {qid!r} (questions[{i}]): field 'exact_answer': {err}") from None
+        if len(candidates) > MAX_CANDIDATES:
+            raise ValueError(
+                f"{path}: question {qid!r} (questions[{i}]): field 'exact_answer' has {len(candidates)} candidates; "
+                f"BioASQ allows {MAX_CANDIDATES} and the official evaluator would count all of them: keep the best "
+                f"{MAX_CANDIDATES}"
+            )
+        predictions[qid] = candidates
+    missing = [qid for qid, qtype in types.items() if qtype != "summary" and qid not in listed]
+    if missing:
+        raise ValueError(
+            f"{path}: {len(missing)} question(s) of the golden files are not in the submission (first: "
+            f"{missing[0]!r}, a {types[missing[0]]} question); the official evaluator stops with a "
+            "NullPointerException on a missing factoid, list or yes/no question. Write every golden question "
+            "(biomamba-bioasq-eval PREDICTIONS --golden GOLDEN --write_submission OUT does), or pass only the golden "
+            "files of the batches this submission covers"
+        )
+    if not path.read_bytes().isascii():
+        logger.warning(
+            "%s has non-ASCII characters: the official evaluator reads files in the platform charset (ASCII under a "
+            "C locale with Java 17), where such answers lose credit; write \\u escapes (json.dump(ensure_ascii=True), "
+            "as write_submission does)",
+            path,
+        )
     return predictions
 
 
+def _submission_questions(questions: Iterable[Any]) -> list[tuple[str, str]]:
+    result = []
+    for i, question in enumerate(questions):
+        if isinstance(question, str):
+            result.append((question, "factoid"))
+        elif isinstance(question, Mapping) and isinstance(question.get("id"), str):
+            result.append((question["id"], str(question.get("type", "factoid"))))
+        else:
+            raise ValueError(
+                f"questions[{i}] must be a question id or a golden question record with 'id' and 'type', got "
+                f"{question!r}"
+            )
+    return result
+
+
 def to_submission(
-    predictions: Mapping[str, Sequence[Candidate]], question_ids: Iterable[str], top_k: int = MAX_CANDIDATES
+    predictions: Mapping[str, Sequence[Candidate]], questions: Iterable[Any], top_k: int = MAX_CANDIDATES
 ) -> dict[str, list[dict[str, Any]]]:
-    """Predictions in the BioASQ submission JSON format, listing every question of ``question_ids``.
+    """Predictions in the BioASQ submission JSON format, listing every question of ``questions`` in their order.
 
-    The official evaluator fails on a golden question missing from the submission and does not cut candidate
-    lists, so every question is written (with an empty ``exact_answer`` when there is no prediction) with at most
-    ``top_k`` non-empty candidates, each as a synonym list. Pass the references (or their keys) as
-    ``question_ids``; predictions for other ids are not written.
+    ``questions`` are the golden question records (``read_golden_questions(path, None)``, with ``id`` and ``type``)
+    or a ``{question id: type}`` dict (:func:`question_types`): the official evaluator stops on any factoid, list or
+    yes/no question of the golden file missing from the submission. Question ids alone (an iterable of strings, or
+    the keys of a references dict) are written as factoid questions; such a file passes the evaluator only against
+    a golden file without list and yes/no questions.
 
-    >>> to_submission({"q1": ["BRCA1", " ", "BRCA2"], "q9": ["x"]}, ["q1", "q2"])
-    {'questions': [{'id': 'q1', 'type': 'factoid', 'exact_answer': [['BRCA1'], ['BRCA2']]}, {'id': 'q2', 'type': 'factoid', 'exact_answer': []}]}
+    Factoid questions get their first ``top_k`` candidates, each as a one-string list with the text exactly as
+    predicted (the evaluator lower-cases but compares whitespace as written, and reads only the first string of a
+    candidate); no prediction gives ``"exact_answer": []``. List questions are written with ``"exact_answer": []``,
+    yes/no and summary questions without ``exact_answer`` (the forms of an unanswered question the evaluator
+    accepts: it scores them 0). Predictions for other ids are not written.
+
+    >>> to_submission({"q1": ["BRCA1", [], " brca2 "], "q9": ["x"]}, {"q1": "factoid", "q2": "factoid", "y": "yesno"})
+    {'questions': [{'id': 'q1', 'type': 'factoid', 'exact_answer': [['BRCA1'], [' brca2 ']]}, {'id': 'q2', 'type': 'factoid', 'exact_answer': []}, {'id': 'y', 'type': 'yesno'}]}
     """
     check_mapping(predictions, "predictions")
-    if not isinstance(top_k, int) or not 1 <= top_k <= MAX_CANDIDATES:
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_CANDIDATES:
         raise ValueError(
             f"top_k must be an int from 1 to {MAX_CANDIDATES} (BioASQ counts {MAX_CANDIDATES}), got {top_k!r}"
         )
-    questions = []
-    for qid in question_ids:
-        exact_answer = []
-        candidates = predictions.get(qid, [])
-        check_candidates(candidates, qid)
-        for rank, candidate in enumerate(candidates):
-            strings = [s.strip() for s in candidate_strings(candidate, f"predictions[{qid!r}][{rank}]")]
-            strings = [s for s in strings if s]
-            if strings:
-                exact_answer.append(strings)
-            if len(exact_answer) == top_k:
-                break
-        questions.append({"id": qid, "type": "factoid", "exact_answer": exact_answer})
-    return {"questions": questions}
+    if isinstance(questions, Mapping) and all(isinstance(t, str) for t in questions.values()):
+        questions = [{"id": qid, "type": qtype} for qid, qtype in questions.items()]
+    written = []
+    for qid, qtype in _submission_questions(questions):
+        entry: dict[str, Any] = {"id": qid, "type": qtype}
+        if qtype == "factoid":
+            candidates = ranked_candidates(predictions.get(qid, []), qid)
+            entry["exact_answer"] = [[text] for text in candidates[:top_k]]
+        elif qtype == "list":
+            entry["exact_answer"] = []
+        written.append(entry)
+    return {"questions": written}
 
 
 def write_submission(
     path: PathLike,
     predictions: Mapping[str, Sequence[Candidate]],
-    question_ids: Iterable[str],
+    questions: Iterable[Any],
     top_k: int = MAX_CANDIDATES,
 ) -> Path:
-    """Write :func:`to_submission` to ``path`` (UTF-8 JSON) and return the path."""
-    return write_json(path, to_submission(predictions, question_ids, top_k=top_k))
+    """Write :func:`to_submission` to ``path`` as JSON with ``\\u`` escapes (ASCII) and return the path.
+
+    The official evaluator reads files in the platform charset (ASCII under a C locale with Java 17): escapes keep
+    answers such as ``α-synuclein`` intact everywhere.
+    """
+    return write_json(path, to_submission(predictions, questions, top_k=top_k), ensure_ascii=True)

@@ -2,20 +2,23 @@
 
 Pure Python (standard library only), so that scoring never needs torch, datasets or evaluate.
 
-Definitions follow the official evaluator (BioASQ ``Evaluation-Measures``, ``EvaluatorTask1b -phaseB``, challenge
-versions 3 and later), with the two rules it leaves to the submitter made explicit:
+Definitions follow the official evaluator (BioASQ ``Evaluation-Measures``, ``EvaluatorTask1b -phaseB -e 5``; the
+rules with their Java lines are in the metric card, ``bioasq_factoid/README.md``), so that the scores of a file written
+by :func:`~biomamba_hf.bioasq.formats.write_submission` are the evaluator's scores of that file:
 
-* each question gets a ranked list of candidate answers, of which **only the first five count**
-  (:data:`MAX_CANDIDATES`; the Java evaluator trusts the submission and does not cut the list);
-* a candidate is either one string or a list of synonym strings (the submission format ``[["cand1"], ...]``);
-  it **matches** when one of its strings equals one of the gold synonyms of the question (any inner list of
-  ``exact_answer``) after stripping surrounding whitespace and lower-casing (the evaluator lower-cases both
-  sides; we strip whitespace as well). Candidates that are empty after stripping are ignored and take no rank;
+* each question gets a ranked list of candidate answers, each **one string** (or the submission form ``["text"]``;
+  ``[]`` is no candidate and takes no rank; several synonyms in one candidate are refused, as since BioASQ 5 the
+  evaluator reads only the first);
+* a candidate **matches** when it equals one of the gold synonyms of the question (any inner list of
+  ``exact_answer``) after **lower-casing both sides, whitespace compared as written** (the evaluator neither
+  strips nor drops blank strings: a blank candidate takes a rank, and the 4b golden answer ``" fewer than 100"``
+  is matched only with its leading space);
+* **only the first five candidates count** (:data:`MAX_CANDIDATES`): the writer writes five, and a submission file
+  with more is refused (the evaluator would count them all);
 * **strict accuracy**: the first candidate matches; **lenient accuracy**: one of the candidates matches;
   **MRR**: mean over questions of 1/rank of the first matching candidate (0 if none);
-* every question of the references counts; **a question without a prediction scores 0** (the Java evaluator
-  fails instead, which is why :func:`~biomamba_hf.bioasq.formats.to_submission` lists every golden question), and so does a question whose
-  gold answers are all blank (one in the 4b golden files);
+* every question of the references counts; **a question without a prediction scores 0** (the evaluator stops
+  instead, which is why the writer lists every golden question);
 * predictions for question ids that are not in the references are **ignored** (as the evaluator ignores them)
   and only counted in ``num_unknown_predictions``, so that a wrong id format shows up instead of passing silently.
 
@@ -29,7 +32,14 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..bioasq.formats import MAX_CANDIDATES, Candidate, candidate_strings, check_candidates, check_mapping, question_id
+from ..bioasq.formats import (
+    MAX_CANDIDATES,
+    Candidate,
+    candidate_strings,
+    check_mapping,
+    question_id,
+    ranked_candidates,
+)
 
 __all__ = [
     "bioasq_factoid",
@@ -51,26 +61,20 @@ _METRIC_KEYS = ("strict_acc", "lenient_acc", "mrr")
 
 
 def normalize_answer(text: str) -> str:
-    """The form in which answers are compared: surrounding whitespace stripped, lower-cased.
+    """The form in which answers are compared: lower-cased, whitespace kept (as the official evaluator does).
 
-    >>> normalize_answer("  Factor Xa ")
-    'factor xa'
+    The evaluator lower-cases candidates and gold answers with Java's ``String.toLowerCase`` (``Task1bData.java:294``)
+    and compares them with ``String.equals`` (``ExactAnswer.java:81``); it never strips whitespace.
+
+    >>> normalize_answer(" Factor Xa")
+    ' factor xa'
     """
-    return text.strip().lower()
+    return text.lower()
 
 
-def _ranked_candidates(candidates: Any, qid: str) -> list[set[str]]:
-    """Normalised synonym sets of the first MAX_CANDIDATES non-empty candidates of one question."""
-    check_candidates(candidates, qid)
-    ranked = []
-    for rank, candidate in enumerate(candidates):
-        strings = {normalize_answer(s) for s in candidate_strings(candidate, f"predictions[{qid!r}][{rank}]")}
-        strings.discard("")
-        if strings:
-            ranked.append(strings)
-        if len(ranked) == MAX_CANDIDATES:
-            break
-    return ranked
+def _ranked_candidates(candidates: Any, qid: str) -> list[str]:
+    """Normalised texts of the first MAX_CANDIDATES candidates of one question (``[]`` items take no rank)."""
+    return [normalize_answer(text) for text in ranked_candidates(candidates, qid)[:MAX_CANDIDATES]]
 
 
 def _gold_synonyms(answers: Any, qid: str) -> set[str]:
@@ -84,13 +88,12 @@ def _gold_synonyms(answers: Any, qid: str) -> set[str]:
     synonyms = set()
     for i, answer in enumerate(answers):
         synonyms.update(normalize_answer(s) for s in candidate_strings(answer, f"{where}[{i}]"))
-    synonyms.discard("")  # a question whose gold answers are all blank can only score 0
     return synonyms
 
 
-def _score(ranked: list[set[str]], gold: set[str]) -> tuple[float, float, float]:
-    for rank, strings in enumerate(ranked, start=1):
-        if strings & gold:
+def _score(ranked: list[str], gold: set[str]) -> tuple[float, float, float]:
+    for rank, text in enumerate(ranked, start=1):
+        if text in gold:
             return (1.0 if rank == 1 else 0.0), 1.0, 1.0 / rank
     return 0.0, 0.0, 0.0
 
@@ -133,8 +136,8 @@ def bioasq_factoid(
     """Official BioASQ factoid scores of ranked predictions against gold synonym lists.
 
     Args:
-        predictions: question id -> ranked candidate answers (strings, or lists of synonym strings). Only the first
-            :data:`MAX_CANDIDATES` non-empty candidates count.
+        predictions: question id -> ranked candidate answers (strings, or the submission form ``["text"]``; ``[]``
+            takes no rank). Only the first :data:`MAX_CANDIDATES` count; blank candidates take a rank.
         references: question id -> gold answers as in BioASQ ``exact_answer``: a list of synonym lists
             (``[["Factor Xa", "FXa"]]``); a candidate matching any synonym of any inner list is correct.
 
@@ -144,10 +147,15 @@ def bioasq_factoid(
         candidate) and ``num_unknown_predictions`` (prediction ids not in the references; ignored).
 
     >>> references = {"q1": [["BRCA1"]], "q2": [["Factor Xa", "FXa"]], "q3": [["coilin"]]}
-    >>> predictions = {"q1": ["brca1 ", "BRCA2"], "q2": ["thrombin", "fxa"], "q9": ["ignored"]}
+    >>> predictions = {"q1": ["brca1", "BRCA2"], "q2": ["thrombin", "fxa"], "q9": ["ignored"]}
     >>> scores = bioasq_factoid(predictions, references)
     >>> scores["strict_acc"], scores["lenient_acc"], scores["mrr"]
     (0.3333333333333333, 0.6666666666666666, 0.5)
+
+    Whitespace is compared as written (as the official evaluator does): ``"brca1 "`` is not ``"BRCA1"``.
+
+    >>> bioasq_factoid({"q1": ["brca1 "]}, {"q1": [["BRCA1"]]})["strict_acc"]
+    0.0
     >>> scores["num_questions"], scores["num_answered"], scores["num_unknown_predictions"]
     (3, 2, 1)
 

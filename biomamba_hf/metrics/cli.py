@@ -11,6 +11,11 @@ or, with ``--nbest``, an n-best file ``{qa id: [{"text": ..., "probability": ...
 candidates are merged per question first (:func:`biomamba_hf.metrics.merge_candidates`). Each golden file is one
 batch; the table shows each batch, the macro average over batches (how BioBERT and the paper report) and the
 micro average over all questions.
+
+A submission is checked as the official evaluator reads it (:func:`biomamba_hf.bioasq.formats.load_predictions`):
+the command stops with an error naming the file, the question and the field where the evaluator would fail or
+score something else, and when the file is not predictions (a golden or training file, a SQuAD file).
+``--write_submission`` writes a file the official evaluator accepts unchanged: every question of the golden files.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from ..bioasq.formats import (
     MAX_CANDIDATES,
     load_golden_batches,
     load_predictions,
+    question_types,
     read_json,
     write_json,
     write_submission,
@@ -43,6 +49,16 @@ def _golden_files(paths: Sequence[str]) -> list[Path]:
         else:
             files.append(path)
     return files
+
+
+def _check_not_golden(predictions: Path, golden_files: Sequence[Path]) -> None:
+    """Refuse a predictions path that is one of the golden files (it would score 1.0)."""
+    for golden in golden_files:
+        if predictions.exists() and golden.exists() and predictions.samefile(golden):
+            raise ValueError(
+                f"{predictions} is the golden file {golden}, not predictions: give the system's predictions "
+                "({question id: [answers]} or a BioASQ submission) first and the golden files with --golden"
+            )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -104,11 +120,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 on success, 1 on bad input)."""
     args = _parser().parse_args(argv)
     try:
-        references_by_batch = load_golden_batches(_golden_files(args.golden))
+        golden_files = _golden_files(args.golden)
+        references_by_batch = load_golden_batches(golden_files)
+        golden_types = question_types(golden_files)
+        _check_not_golden(Path(args.predictions), golden_files)
         if args.nbest:
-            predictions = merge_nbest(read_json(args.predictions), reduce=args.reduce)
+            nbest = read_json(args.predictions)
+            if isinstance(nbest, dict) and isinstance(nbest.get("questions"), list):
+                raise ValueError(
+                    f"{args.predictions} is a BioASQ questions file, not an n-best file "
+                    '({qa id: [{"text", "probability"}, ...]}): drop --nbest to score a submission'
+                )
+            predictions = merge_nbest(nbest, reduce=args.reduce)
         else:
-            predictions = load_predictions(args.predictions)
+            predictions = load_predictions(args.predictions, golden_types)
         result = bioasq_factoid_batches(predictions, references_by_batch)
     except (ValueError, FileNotFoundError) as err:
         print(f"biomamba-bioasq-eval: error: {err}", file=sys.stderr)
@@ -131,6 +156,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
         write_json(args.output_json, output)
     if args.write_submission:
-        question_ids = [qid for references in references_by_batch.values() for qid in references]
-        write_submission(args.write_submission, predictions, question_ids)
+        write_submission(args.write_submission, predictions, golden_types)
     return 0
