@@ -181,7 +181,7 @@ def test_no_token_fails_before_any_file_is_prepared(checkpoint, monkeypatch, no_
     qa_dir, _ = checkpoint
     hub_api = HubRecorder(monkeypatch)
     staged = []
-    monkeypatch.setattr(hub, "_stage", lambda *args: staged.append(args))
+    monkeypatch.setattr(hub.push, "_stage", lambda *args: staged.append(args))
     with pytest.raises(ValueError, match=r"No Hugging Face token found, so nothing was prepared or uploaded"):
         hub.push_to_hub(qa_dir, REPO_ID)
     assert hub_api.calls == [] and staged == []
@@ -204,7 +204,7 @@ def test_no_write_access_fails_before_any_file_is_prepared(checkpoint, monkeypat
     qa_dir, _ = checkpoint
     hub_api = HubRecorder(monkeypatch, whoami=whoami)
     staged = []
-    monkeypatch.setattr(hub, "_stage", lambda *args: staged.append(args))
+    monkeypatch.setattr(hub.push, "_stage", lambda *args: staged.append(args))
     with pytest.raises(ValueError, match=message):
         hub.push_to_hub(qa_dir, repo_id, token=FAKE_TOKEN)
     assert hub_api.names() == ["whoami"] and staged == []

@@ -1,26 +1,6 @@
-"""Hub publishing: a model card rendered from recorded results, a training-curve plot, and a one-commit push.
+"""The model card: rendered from the files the training scripts recorded, with model-index results and a plot.
 
-Everything the card states comes from files the training scripts wrote into their output folders:
-
-* ``all_results.json`` (``Trainer.save_metrics``): the metrics. The keys the card knows are listed in
-  :data:`MODEL_INDEX_TABLE`, one row per key, with the dataset, split and metric each key stands for:
-
-  - ``examples/run_clm.py``: ``eval_loss`` (mean next-token cross-entropy, nats per real token) and
-    ``perplexity`` (its exponential) on the PubMed validation split; ``test_loss`` / ``test_perplexity`` when the
-    run also scored a test split; ``train_loss``.
-  - ``examples/run_qa.py``: ``bioasq_<set>_strict_acc``, ``bioasq_<set>_lenient_acc`` and ``bioasq_<set>_mrr`` for
-    ``<set>`` in 4b, 5b, 6b. A Trainer prefix (``eval_``, ``test_``, ``predict_``) in front of these keys is
-    accepted.
-
-  To report a new metric, add a row to :data:`MODEL_INDEX_TABLE` (for a new BioASQ test set:
-  ``*_bioasq_rows("7b")``).
-* ``trainer_state.json`` (``Trainer.save_state``): the log history, plotted as loss / perplexity against step.
-* ``run_args.json`` (:func:`save_run_arguments`): the script's arguments, for the training-recipe table.
-
-The template is ``model_card.md`` (Jinja2, rendered with ``huggingface_hub.ModelCard.from_template``).
-
-Entry points: :func:`save_model_card` (scripts call it, or :func:`attach_model_card` makes ``Trainer``'s own
-``create_model_card`` / ``push_to_hub`` write the same card) and :func:`push_to_hub` (``examples/push_to_hub.py``).
+The metrics the card knows are the rows of :data:`MODEL_INDEX_TABLE`; the template is ``templates/model_card.md``.
 """
 
 from __future__ import annotations
@@ -31,16 +11,12 @@ import logging
 import math
 import os
 import re
-import shutil
-import struct
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from huggingface_hub import HfApi
     from transformers import Trainer
 
 logger = logging.getLogger(__name__)
@@ -199,7 +175,7 @@ _STAGES = {
         "Start/end span prediction on BioASQ factoid questions with 🤗 `Trainer` (`examples/run_qa.py`).",
     ),
 }
-_ARCHITECTURE_PIPELINES = {
+ARCHITECTURE_PIPELINES = {
     "MambaForQuestionAnswering": "question-answering",
     "MambaForCausalLM": "text-generation",
 }
@@ -221,7 +197,7 @@ class RunRecord:
     trainer_state: dict[str, Any] = field(default_factory=dict)
 
 
-def _read_json(path: Path, expected: type) -> Any:
+def read_recorded_json(path: Path, expected: type) -> Any:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -250,7 +226,7 @@ def load_run(run_dir: str | os.PathLike) -> RunRecord:
             "run of examples/run_clm.py or examples/run_qa.py."
         )
     if (path / RESULTS_FILE).is_file():
-        raw = _read_json(path / RESULTS_FILE, dict)
+        raw = read_recorded_json(path / RESULTS_FILE, dict)
         for key, value in raw.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(
@@ -259,7 +235,7 @@ def load_run(run_dir: str | os.PathLike) -> RunRecord:
                 )
             record.results[key] = value
     if (path / TRAINER_STATE_FILE).is_file():
-        record.trainer_state = _read_json(path / TRAINER_STATE_FILE, dict)
+        record.trainer_state = read_recorded_json(path / TRAINER_STATE_FILE, dict)
         history = record.trainer_state.get("log_history", [])
         if not isinstance(history, list) or not all(isinstance(entry, dict) for entry in history):
             raise ValueError(
@@ -268,7 +244,7 @@ def load_run(run_dir: str | os.PathLike) -> RunRecord:
             )
         record.log_history = history
     if (path / RUN_ARGS_FILE).is_file():
-        record.args = _read_json(path / RUN_ARGS_FILE, dict)
+        record.args = read_recorded_json(path / RUN_ARGS_FILE, dict)
     return record
 
 
@@ -303,9 +279,9 @@ def collect_eval_results(runs: Iterable[RunRecord]) -> list[tuple[ResultSpec, fl
     return found
 
 
-def _read_config(model_dir: Path) -> dict[str, Any]:
+def read_config(model_dir: Path) -> dict[str, Any]:
     config_file = model_dir / "config.json"
-    return _read_json(config_file, dict) if config_file.is_file() else {}
+    return read_recorded_json(config_file, dict) if config_file.is_file() else {}
 
 
 def count_parameters(model_dir: str | os.PathLike) -> int | None:
@@ -314,14 +290,12 @@ def count_parameters(model_dir: str | os.PathLike) -> int | None:
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         return None
+    from safetensors import safe_open
+
     total = 0
     for file in files:
-        with open(file, "rb") as handle:
-            (header_size,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(header_size))
-        for name, info in header.items():
-            if name != "__metadata__":
-                total += math.prod(info["shape"])
+        with safe_open(file, framework="numpy") as weights:
+            total += sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
     return total
 
 
@@ -383,17 +357,8 @@ def plot_training_curves(
 
 
 def default_template_path() -> Path:
-    """``model_card.md``: packaged as ``biomamba_hf/templates/model_card.md``, else the repository's top level."""
-    candidates = (
-        Path(__file__).resolve().parent / "templates" / "model_card.md",
-        Path(__file__).resolve().parents[1] / "model_card.md",
-    )
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise ValueError(
-        f"The model card template was not found at {' or '.join(map(str, candidates))}; pass template_path."
-    )
+    """``biomamba_hf/templates/model_card.md``: a link to the repository's ``model_card.md``, the one template."""
+    return Path(__file__).resolve().parents[1] / "templates" / "model_card.md"
 
 
 def _display(value: Any) -> str:
@@ -507,10 +472,10 @@ def render_model_card(
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     model_dir = Path(model_dir)
-    config = _read_config(model_dir)
+    config = read_config(model_dir)
     architecture = (config.get("architectures") or ["MambaForCausalLM"])[0]
     if pretraining_dir is None and qa_dir is None:
-        if _ARCHITECTURE_PIPELINES.get(architecture) == "question-answering":
+        if ARCHITECTURE_PIPELINES.get(architecture) == "question-answering":
             qa_dir = model_dir
         else:
             pretraining_dir = model_dir
@@ -520,7 +485,7 @@ def render_model_card(
         base_model, base_model_note = _recorded_base_model(runs.values())
     else:
         base_model_note = f"[`{base_model}`](https://huggingface.co/{base_model})"
-    pipeline_tag = _ARCHITECTURE_PIPELINES.get(architecture, "question-answering" if "qa" in runs else None)
+    pipeline_tag = ARCHITECTURE_PIPELINES.get(architecture, "question-answering" if "qa" in runs else None)
     repo_id = repo_id or model_dir.resolve().name
     model_name = repo_id.split("/")[-1]
 
@@ -652,8 +617,8 @@ def save_model_card(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if pretraining_dir is None and qa_dir is None:
-        architecture = (_read_config(output_dir).get("architectures") or [""])[0]
-        if _ARCHITECTURE_PIPELINES.get(architecture) == "question-answering":
+        architecture = (read_config(output_dir).get("architectures") or [""])[0]
+        if ARCHITECTURE_PIPELINES.get(architecture) == "question-answering":
             qa_dir = output_dir
         else:
             pretraining_dir = output_dir
@@ -726,7 +691,7 @@ def save_run_arguments(output_dir: str | os.PathLike, *arguments: Any) -> Path:
         merged.update(values)
     path = Path(output_dir) / RUN_ARGS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_redact(merged), indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(redact_secrets(merged), indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     return path
 
 
@@ -735,272 +700,12 @@ def _is_secret_key(key: str) -> bool:
     return key == "token" or key.endswith(("_token", "_secret", "password", "api_key")) or key.startswith("token_")
 
 
-def _redact(value: Any) -> Any:
+def redact_secrets(value: Any) -> Any:
     if isinstance(value, dict):
         return {
-            key: (_REDACTED if _is_secret_key(str(key)) and val not in (None, "") else _redact(val))
+            key: (_REDACTED if _is_secret_key(str(key)) and val not in (None, "") else redact_secrets(val))
             for key, val in value.items()
         }
     if isinstance(value, list | tuple):
-        return [_redact(item) for item in value]
+        return [redact_secrets(item) for item in value]
     return value
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Push
-# ----------------------------------------------------------------------------------------------------------------
-
-MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json")
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "chat_template.jinja",
-)
-#: Recorded metrics uploaded beside the card (glob patterns, matched in each run folder).
-METRICS_PATTERNS = ("all_results.json", "*_results.json", "*per_batch*.json", TRAINER_STATE_FILE, RUN_ARGS_FILE)
-#: Pickle-based files that are never uploaded.
-UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-#: Remote files that are replaced only with ``overwrite=True``: the card and every metrics file.
-_TOKEN_PATTERN = re.compile(rb"hf_[A-Za-z0-9]{30,}")
-
-
-@dataclass
-class UploadPlan:
-    """Which local file goes to which path of the repository."""
-
-    files: dict[str, Path]  # path in repo -> local file
-    generated: tuple[str, ...]  # paths written while preparing (card, plot)
-
-    @property
-    def protected(self) -> list[str]:
-        """Paths that are not overwritten on the Hub without ``overwrite=True``: card, plot and metrics."""
-        return sorted([*self.generated, *(p for p in self.files if _is_metrics_file(p))])
-
-
-def _is_metrics_file(path_in_repo: str) -> bool:
-    return any(Path(path_in_repo).match(pattern) for pattern in METRICS_PATTERNS)
-
-
-def plan_upload(model_dir: str | os.PathLike, *, pretraining_dir: str | os.PathLike | None = None) -> UploadPlan:
-    """List the files of a checkpoint folder to upload: safetensors weights, config, tokenizer and metrics.
-
-    Metrics of a separate ``pretraining_dir`` go under ``pretraining/`` in the repository. Pickle files
-    (``*.bin``, ``*.pt``, ...) are never uploaded.
-
-    Raises:
-        ValueError: if the folder has no ``config.json``, no safetensors weights (with a hint when only pickle
-            weights are there) or no tokenizer.
-    """
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise ValueError(f"{model_dir} has no config.json: pass the folder written by model.save_pretrained().")
-    files: dict[str, Path] = {}
-    for name in MODEL_FILES:
-        if (model_dir / name).is_file():
-            files[name] = model_dir / name
-    index_file = model_dir / "model.safetensors.index.json"
-    if index_file.is_file():
-        for shard in sorted(set(_read_json(index_file, dict).get("weight_map", {}).values())):
-            if not (model_dir / shard).is_file():
-                raise ValueError(f"{index_file} names shard {shard!r}, which is missing from {model_dir}.")
-            files[shard] = model_dir / shard
-    if not any(name.endswith(".safetensors") for name in files):
-        pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix in UNSAFE_SUFFIXES)
-        hint = (
-            f" It has pickle weights ({', '.join(pickles)}), which are not uploaded: re-save them as safetensors "
-            "with `model.save_pretrained(folder, safe_serialization=True)`."
-            if pickles
-            else ""
-        )
-        raise ValueError(f"{model_dir} has no safetensors weights (model.safetensors or an index).{hint}")
-    tokenizer_files = [name for name in TOKENIZER_FILES if (model_dir / name).is_file()]
-    if "tokenizer_config.json" not in tokenizer_files:
-        raise ValueError(
-            f"{model_dir} has no tokenizer (tokenizer_config.json): save it beside the model with "
-            "`tokenizer.save_pretrained(folder)`; the pipeline loads it from the same repository."
-        )
-    files.update({name: model_dir / name for name in tokenizer_files})
-    for run_dir, prefix in ((model_dir, ""), (pretraining_dir, "pretraining/")):
-        if run_dir is None or (prefix and Path(run_dir).resolve() == model_dir.resolve()):
-            continue
-        for pattern in METRICS_PATTERNS:
-            for path in sorted(Path(run_dir).glob(pattern)):
-                files[prefix + path.name] = path
-    skipped = sorted(p.name for p in model_dir.iterdir() if p.suffix in UNSAFE_SUFFIXES)
-    if skipped:
-        logger.info("Not uploading pickle files of %s: %s", model_dir, ", ".join(skipped))
-    return UploadPlan(files=files, generated=(CARD_FILE, PLOT_FILE))
-
-
-def _check_write_access(whoami: Mapping[str, Any], repo_id: str) -> None:
-    """Raise when the token behind ``whoami`` (``HfApi.whoami()``) cannot write to ``repo_id``'s namespace."""
-    user = whoami.get("name", "?")
-    namespace = repo_id.split("/")[0] if "/" in repo_id else user
-    access = (whoami.get("auth") or {}).get("accessToken") or {}
-    role = access.get("role")
-    how_to_fix = (
-        "create a token with write access at https://huggingface.co/settings/tokens and pass it (or set HF_TOKEN)"
-    )
-    if role == "read":
-        raise ValueError(
-            f"The Hugging Face token of {user!r} is read-only, so it cannot push to {repo_id}: {how_to_fix}."
-        )
-    if role == "fineGrained":
-        scoped = (access.get("fineGrained") or {}).get("scoped") or []
-        allowed = any(
-            entry.get("entity", {}).get("name") in (namespace, repo_id)
-            and any(permission in ("repo.write", "repo.content.write") for permission in entry.get("permissions", []))
-            for entry in scoped
-        )
-        if not allowed:
-            raise ValueError(
-                f"The fine-grained Hugging Face token of {user!r} has no write permission on {namespace!r}, so it "
-                f"cannot push to {repo_id}: {how_to_fix}."
-            )
-    writable = {user} | {org.get("name") for org in whoami.get("orgs", [])}
-    if namespace not in writable:
-        raise ValueError(
-            f"The Hugging Face account {user!r} cannot write to namespace {namespace!r} (repo {repo_id}); it can "
-            f"write to {sorted(n for n in writable if n)}. Use one of these namespaces or a token of that account."
-        )
-
-
-def _stage(plan: UploadPlan, folder: Path, card_kwargs: Mapping[str, Any], pretraining_dir) -> None:
-    for path_in_repo, source in plan.files.items():
-        target = folder / path_in_repo
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-        if path_in_repo.endswith(RUN_ARGS_FILE):  # older runs may hold a token: redact on the way out
-            target.write_text(
-                json.dumps(_redact(_read_json(source, dict)), indent=2, sort_keys=True) + "\n", encoding="utf-8"
-            )
-    # The card reads the staged copies, so it describes exactly what is uploaded.
-    staged_pretraining = None
-    if pretraining_dir is not None:
-        staged_pretraining = folder / "pretraining" if (folder / "pretraining").is_dir() else folder
-    save_model_card(folder, pretraining_dir=staged_pretraining, qa_dir=_qa_dir_of(folder), **card_kwargs)
-
-
-def _qa_dir_of(folder: Path) -> Path | None:
-    architecture = (_read_config(folder).get("architectures") or [""])[0]
-    return folder if _ARCHITECTURE_PIPELINES.get(architecture) == "question-answering" else None
-
-
-def _check_no_secrets(folder: Path, token: str | None) -> None:
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if path.suffix == ".safetensors":
-            continue
-        content = path.read_bytes()
-        if (token and token.encode() in content) or _TOKEN_PATTERN.search(content):
-            raise ValueError(
-                f"{path.relative_to(folder)} contains a Hugging Face token; nothing was uploaded. Remove the token "
-                "from that file (save_run_arguments redacts *_token arguments) and push again."
-            )
-
-
-def format_file_list(folder: str | os.PathLike) -> str:
-    """The files of a folder with their sizes, one per line, and the total (what a dry run prints)."""
-    folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    sizes = [p.stat().st_size for p in files]
-    width = max([len(str(p.relative_to(folder))) for p in files] + [5])
-    lines = [f"{str(p.relative_to(folder)):<{width}}  {_human_size(s):>10}" for p, s in zip(files, sizes)]
-    lines.append(f"{'total':<{width}}  {_human_size(sum(sizes)):>10}  ({len(files)} files)")
-    return "\n".join(lines)
-
-
-def _human_size(size: float) -> str:
-    if size < 1024:
-        return f"{int(size)} B"
-    for unit in ("KB", "MB", "GB"):
-        size /= 1024
-        if size < 1024 or unit == "GB":
-            break
-    return f"{size:.1f} {unit}"
-
-
-def push_to_hub(
-    model_dir: str | os.PathLike,
-    repo_id: str,
-    *,
-    pretraining_dir: str | os.PathLike | None = None,
-    token: str | None = None,
-    private: bool = False,
-    revision: str | None = None,
-    overwrite: bool = False,
-    dry_run: bool = False,
-    dry_run_dir: str | os.PathLike | None = None,
-    commit_message: str = "Upload biomamba_hf checkpoint, model card and metrics",
-    api: HfApi | None = None,
-    **card_kwargs,
-):
-    """Upload a checkpoint folder (safetensors, config, tokenizer), its card, metrics and plot as ONE commit.
-
-    Order of work: list the files (:func:`plan_upload`); unless ``dry_run``, check the token and its write access
-    (before any file is prepared), create the repository (``private`` applies to a new one) and the ``revision``
-    branch when missing, and refuse to replace a remote card, plot or metrics file unless ``overwrite``; then write
-    the folder (card rendered from the copied results) and commit it with ``HfApi.create_commit``.
-
-    With ``dry_run=True`` nothing touches the network: the exact folder is written to ``dry_run_dir`` (which must
-    be empty or missing) and its path is returned. Otherwise the ``CommitInfo`` is returned.
-    ``card_kwargs`` go to :func:`render_model_card`.
-
-    Raises:
-        ValueError: no token, a token without write access, a remote card/metrics file without ``overwrite``, a
-            non-empty ``dry_run_dir``, a folder without safetensors weights, config or tokenizer.
-    """
-    from huggingface_hub import CommitOperationAdd, HfApi, get_token
-
-    plan = plan_upload(model_dir, pretraining_dir=pretraining_dir)
-    card_kwargs = {"repo_id": repo_id, **card_kwargs}
-
-    if dry_run:
-        if dry_run_dir is None:
-            raise ValueError("A dry run writes the folder it would upload: pass dry_run_dir (an empty folder).")
-        folder = Path(dry_run_dir)
-        if folder.exists() and any(folder.iterdir()):
-            raise ValueError(f"dry_run_dir {folder} is not empty: pass a new or empty folder.")
-        folder.mkdir(parents=True, exist_ok=True)
-        _stage(plan, folder, card_kwargs, pretraining_dir)
-        _check_no_secrets(folder, token)
-        return folder
-
-    token = token or get_token()
-    if not token:
-        raise ValueError(
-            f"No Hugging Face token found, so nothing was prepared or uploaded to {repo_id}. Log in with "
-            "`hf auth login`, set HF_TOKEN, or pass --hub_token (a token with write access)."
-        )
-    api = api or HfApi()
-    _check_write_access(api.whoami(token=token), repo_id)
-    repo_id = api.create_repo(repo_id, token=token, private=private, exist_ok=True).repo_id
-    if revision is not None and revision != "main":
-        api.create_branch(repo_id, branch=revision, token=token, exist_ok=True)
-    remote = set(api.list_repo_files(repo_id, revision=revision, token=token))
-    clashes = sorted(remote & set(plan.protected))
-    if clashes and not overwrite:
-        raise ValueError(
-            f"{repo_id} (revision {revision or 'main'}) already has {', '.join(clashes)}; nothing was uploaded. "
-            "Pass --overwrite to replace them, or push to another --revision."
-        )
-    with tempfile.TemporaryDirectory(prefix="biomamba-push-") as tmp:
-        folder = Path(tmp)
-        _stage(plan, folder, card_kwargs, pretraining_dir)
-        _check_no_secrets(folder, token)
-        operations = [
-            CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path))
-            for path in sorted(p for p in folder.rglob("*") if p.is_file())
-        ]
-        logger.info("Pushing %d files to %s (revision %s) in one commit", len(operations), repo_id, revision or "main")
-        return api.create_commit(
-            repo_id,
-            operations=operations,
-            commit_message=commit_message,
-            revision=revision,
-            token=token,
-        )
