@@ -94,10 +94,10 @@ class ModelArguments(HubLoadingArguments):
             )
         if self.model_name_or_path is None and self.tokenizer_name is None:
             raise ValueError("A random init (--model_type) needs --tokenizer_name (e.g. the GPT-NeoX tokenizer).")
-        from biomamba_hf import QA_LAYOUTS
+        from biomamba_hf.modeling import check_qa_layout
 
-        if self.qa_layout is not None and self.qa_layout not in QA_LAYOUTS:
-            raise ValueError(f"--qa_layout {self.qa_layout!r} is not one of {', '.join(QA_LAYOUTS)}.")
+        if self.qa_layout is not None:
+            check_qa_layout(self.qa_layout, "--qa_layout")
 
     @property
     def lora_targets(self) -> list[str]:
@@ -264,7 +264,12 @@ def main(argv: list[str] | None = None) -> dict:
     """Run; returns the metrics written to ``all_results.json``."""
     from transformers import Trainer, set_seed
 
-    from biomamba_hf.bioasq.evaluation import merge_question_predictions, score_test_set, write_prediction_files
+    from biomamba_hf.bioasq.evaluation import (
+        load_test_questions,
+        merge_question_predictions,
+        score_test_set,
+        write_prediction_files,
+    )
     from biomamba_hf.lora import add_lora, merge_lora, snapshot_trainable, unchanged_parameters
     from biomamba_hf.qa import predict_nbest, prepare_train_features
     from biomamba_hf.reliability import preflight, reliability_callbacks
@@ -287,6 +292,9 @@ def main(argv: list[str] | None = None) -> dict:
     set_seed(training_args.seed)
 
     train_rows, test_sets, predict_sets = load_data(data_args, training_args)
+    # Every golden question of each test set, of all types: the submission files list them (the official evaluator
+    # stops on a missing one). load_data filled test_sets in the order of --test_dirs.
+    test_questions = {name: load_test_questions(path) for name, path in zip(test_sets, data_args.paths("test_dirs"))}
     model, tokenizer, layout, code_path = load_model_and_tokenizer(model_args, training_args.device)
     preflight(training_args, model)  # enough disk for the checkpoints kept
     if model_args.use_lora:
@@ -356,7 +364,14 @@ def main(argv: list[str] | None = None) -> dict:
             nested, flat = score_test_set(predictions, references, name)
             if current_trainer.is_world_process_zero():
                 write_prediction_files(
-                    training_args.output_dir, name, nbest, predictions, question_ids, per_batch=nested, prefix=prefix
+                    training_args.output_dir,
+                    name,
+                    nbest,
+                    predictions,
+                    question_ids,
+                    per_batch=nested,
+                    prefix=prefix,
+                    questions=test_questions[name],
                 )
             metrics.update({prefix + key: value for key, value in flat.items()})
             logger.info(

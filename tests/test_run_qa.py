@@ -14,7 +14,7 @@ from helpers import SENTENCES, data_dir, example_script, record_compiled_modules
 from biomamba_hf import lora, ops, qa
 from biomamba_hf.bioasq.evaluation import check_disjoint, load_test_references
 from biomamba_hf.lora import add_lora
-from biomamba_hf.metrics import bioasq_factoid_batches, load_predictions, merge_nbest
+from biomamba_hf.metrics import bioasq_factoid_batches, load_predictions, merge_nbest, question_types
 from biomamba_hf.qa import resolve_qa_layout
 from biomamba_hf.trainer import padding_collator
 
@@ -233,9 +233,12 @@ def test_run_qa_writes_every_output_and_the_scores_recompute(trained, bioasq_fil
     contexts = {row_id.rsplit("_", 1)[0] for row_id in nbest}
     assert set(predictions) == contexts == {qid for batch in references.values() for qid in batch}
 
+    # The submission lists every golden question, of every type (the official evaluator stops on a missing one).
     submission = json.loads((output_dir / "submission_4b.json").read_text())
-    assert [q["id"] for q in submission["questions"]] == [qid for batch in references.values() for qid in batch]
-    assert all(len(q["exact_answer"]) <= 5 for q in submission["questions"])
+    assert [q["id"] for q in submission["questions"]] == list(question_types(sorted(golden.glob("*_golden.json"))))
+    factoid = [q for q in submission["questions"] if q["type"] == "factoid"]
+    assert [q["id"] for q in factoid] == [qid for batch in references.values() for qid in batch]
+    assert all(len(q["exact_answer"]) <= 5 and all(len(c) == 1 for c in q["exact_answer"]) for q in factoid)
     predict_ids = [q["id"] for q in json.loads((output_dir / "submission_8b.json").read_text())["questions"]]
     assert predict_ids == [f"{0x800 + n:024x}" for n in range(3)]
 
@@ -615,7 +618,9 @@ def test_missing_inputs_and_bad_arguments_are_refused(no_model, bioasq_files, tm
         no_model.main(
             ["--model_name_or_path", "x", "--do_eval", "--test_dirs", str(tmp_path), *common_args(tmp_path / "out")]
         )
-    with pytest.raises(ValueError, match=r"--qa_layout 'sideways' is not one of question_first, repeat_context"):
+    with pytest.raises(
+        ValueError, match=r"--qa_layout 'sideways' is not a QA layout; use one of question_first, repeat_context"
+    ):
         no_model.main(
             ["--model_name_or_path", "x", "--do_eval", "--qa_layout", "sideways", *common_args(tmp_path / "o")]
         )

@@ -7,19 +7,29 @@ n-best spans with probabilities, which are tidied, summed per question case-inse
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..metrics.bioasq import bioasq_factoid_batches, flatten_scores, merge_nbest
-from .formats import MAX_CANDIDATES, PathLike, batch_name, load_golden, write_json, write_submission
+from .formats import (
+    MAX_CANDIDATES,
+    PathLike,
+    batch_name,
+    load_golden,
+    read_golden_questions,
+    write_json,
+    write_submission,
+)
 from .squad import read_squad_bioasq
 
 __all__ = [
     "TestBatch",
     "check_disjoint",
     "find_test_batches",
+    "load_test_questions",
     "load_test_references",
     "load_test_set",
     "merge_question_predictions",
@@ -27,6 +37,9 @@ __all__ = [
     "test_set_name",
     "write_prediction_files",
 ]
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +111,18 @@ def load_test_set(directory: PathLike) -> tuple[list[dict], dict[str, dict[str, 
         _check_pairing(batch, [row for row in rows if row["batch"] == batch.name], references)
         references_by_batch[batch.name] = references
     return rows, references_by_batch
+
+
+def load_test_questions(directory: PathLike) -> list[dict[str, str]]:
+    """``[{"id", "type"}, ...]``: every question of the golden files of a test-set folder (all types, batch by batch).
+
+    What a submission must list for the official evaluator (:func:`~biomamba_hf.bioasq.formats.write_submission`).
+    """
+    return [
+        {"id": question["id"], "type": question["type"]}
+        for batch in find_test_batches(directory)
+        for question in read_golden_questions(batch.golden_path, question_types=None)
+    ]
 
 
 def check_disjoint(train_rows: Iterable[Mapping], test_question_ids: Mapping[str, str]) -> None:
@@ -172,18 +197,36 @@ def write_prediction_files(
     question_ids: Iterable[str],
     per_batch: Mapping[str, Any] | None = None,
     prefix: str = "",
+    questions: Iterable[Mapping[str, str]] | None = None,
 ) -> list[Path]:
     """Write ``predictions_<name>.json`` (question id -> top 5), ``nbest_predictions_<name>.json`` (per context),
-    ``submission_<name>.json`` (BioASQ format, every question listed) and, with ``per_batch``,
-    ``bioasq_<name>_per_batch.json``. ``prefix`` is put in front of every file name (``initial_``)."""
+    ``submission_<name>.json`` (BioASQ format) and, with ``per_batch``, ``bioasq_<name>_per_batch.json``.
+    ``prefix`` is put in front of every file name (``initial_``).
+
+    ``questions`` are the golden questions of every type (:func:`load_test_questions`): the submission then lists
+    them all, and the official evaluator accepts it unchanged against the golden file of each batch. Without them
+    the submission lists the factoid ``question_ids`` only, which the evaluator refuses when the golden file has
+    list or yes/no questions (a warning says how to complete it)."""
     output_dir = Path(output_dir)
     question_ids = list(question_ids)
+    if questions is None:
+        logger.warning(
+            "%s lists only the %d factoid questions predicted; the official BioASQ evaluator needs every question "
+            "of the golden file: biomamba-bioasq-eval %s --golden GOLDEN --write_submission OUT writes a complete one",
+            output_dir / f"{prefix}submission_{name}.json",
+            len(question_ids),
+            output_dir / f"{prefix}predictions_{name}.json",
+        )
     paths = [
         write_json(
             output_dir / f"{prefix}predictions_{name}.json", {q: list(predictions.get(q, [])) for q in question_ids}
         ),
         write_json(output_dir / f"{prefix}nbest_predictions_{name}.json", nbest),
-        write_submission(output_dir / f"{prefix}submission_{name}.json", predictions, question_ids),
+        write_submission(
+            output_dir / f"{prefix}submission_{name}.json",
+            predictions,
+            question_ids if questions is None else questions,
+        ),
     ]
     if per_batch is not None:
         paths.append(write_json(output_dir / f"{prefix}bioasq_{name}_per_batch.json", per_batch))
