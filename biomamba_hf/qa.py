@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .modeling import QA_LAYOUTS, get_qa_layout
+from .modeling import QA_LAYOUTS, check_qa_layout, get_qa_layout
 
 PAIR_LAYOUT = "pair"
 
@@ -44,8 +44,7 @@ def resolve_layout(config) -> str:
 
 
 def _check_layout(layout: str) -> None:
-    if layout not in (*QA_LAYOUTS, PAIR_LAYOUT):
-        raise ValueError(f"Unknown QA layout {layout!r}; use one of {', '.join((*QA_LAYOUTS, PAIR_LAYOUT))}.")
+    check_qa_layout(layout, "layout=", allowed=(*QA_LAYOUTS, PAIR_LAYOUT))
 
 
 def _window_starts(num_tokens: int, budget: int, doc_stride: int) -> list[int]:
@@ -274,8 +273,8 @@ def resolve_qa_layout(requested: str | None, config, source: str = "the checkpoi
     layout it was trained with: asking for another one is an error, since its head reads spans where that layout put
     them.
     """
-    if requested is not None and requested not in QA_LAYOUTS:
-        raise ValueError(f"--qa_layout {requested!r} is not a QA layout; use one of {', '.join(QA_LAYOUTS)}.")
+    if requested is not None:
+        check_qa_layout(requested, "--qa_layout")
     trained = getattr(config, "qa_layout", None)
     is_qa_checkpoint = any(
         name.endswith("ForQuestionAnswering") for name in (getattr(config, "architectures", None) or [])

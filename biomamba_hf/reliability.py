@@ -360,7 +360,8 @@ def reliability_callbacks() -> list[TrainerCallback]:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _format_bytes(size: float) -> str:
+def format_bytes(size: float) -> str:
+    """``"512 B"``, ``"1.5 KB"``, ... up to TB."""
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if size < 1024 or unit == "TB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -444,7 +445,7 @@ def preflight(args, model=None, *, required_bytes: int | None = None) -> dict[st
         expected = expected_output_bytes(model, args)
         required_bytes = expected["total"]
         detail = (
-            f"{expected['checkpoints_kept']} checkpoint(s) of {_format_bytes(expected['checkpoint'])} kept at once "
+            f"{expected['checkpoints_kept']} checkpoint(s) of {format_bytes(expected['checkpoint'])} kept at once "
             "and the final model"
         )
     else:
@@ -453,8 +454,8 @@ def preflight(args, model=None, *, required_bytes: int | None = None) -> dict[st
     report.update(free=free, required=required_bytes)
     if required_bytes is not None and free < required_bytes * 1.05:
         raise ValueError(
-            f"Not enough disk space for --output_dir {output_dir}: {_format_bytes(free)} free on the disk of "
-            f"{existing}, but the run will write about {_format_bytes(required_bytes)} ({detail}). Free up space, "
+            f"Not enough disk space for --output_dir {output_dir}: {format_bytes(free)} free on the disk of "
+            f"{existing}, but the run will write about {format_bytes(required_bytes)} ({detail}). Free up space, "
             "choose another --output_dir, or keep fewer checkpoints (--save_total_limit 2, --save_only_model)."
         )
     if getattr(args, "save_total_limit", None) == 1:

@@ -112,7 +112,9 @@ def test_feature_errors(qa_tokenizer, tokenizer):
         prepare_qa_features(qa_tokenizer, [QUESTION, QUESTION], [CONTEXT, ""])
     with pytest.raises(ValueError, match="leaves no room for context"):
         prepare_qa_features(qa_tokenizer, [QUESTION], [CONTEXT], max_seq_len=5)
-    with pytest.raises(ValueError, match="Unknown QA layout 'backwards'"):
+    with pytest.raises(
+        ValueError, match="layout= 'backwards' is not a QA layout; use one of question_first, repeat_context, pair"
+    ):
         prepare_qa_features(qa_tokenizer, [QUESTION], [CONTEXT], layout="backwards")
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..reliability import PICKLE_WEIGHT_SUFFIXES, format_bytes
 from .card import (
     ARCHITECTURE_PIPELINES,
     CARD_FILE,
@@ -45,7 +46,6 @@ TOKENIZER_FILES = (
 #: Recorded metrics uploaded beside the card (glob patterns, matched in each run folder).
 METRICS_PATTERNS = ("all_results.json", "*_results.json", "*per_batch*.json", TRAINER_STATE_FILE, RUN_ARGS_FILE)
 #: Pickle-based files that are never uploaded.
-UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 #: Remote files that are replaced only with ``overwrite=True``: the card and every metrics file.
 _TOKEN_PATTERN = re.compile(rb"hf_[A-Za-z0-9]{30,}")
 
@@ -91,7 +91,7 @@ def plan_upload(model_dir: str | os.PathLike, *, pretraining_dir: str | os.PathL
                 raise ValueError(f"{index_file} names shard {shard!r}, which is missing from {model_dir}.")
             files[shard] = model_dir / shard
     if not any(name.endswith(".safetensors") for name in files):
-        pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix in UNSAFE_SUFFIXES)
+        pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix in PICKLE_WEIGHT_SUFFIXES)
         hint = (
             f" It has pickle weights ({', '.join(pickles)}), which are not uploaded: re-save them as safetensors "
             "with `model.save_pretrained(folder, safe_serialization=True)`."
@@ -112,7 +112,7 @@ def plan_upload(model_dir: str | os.PathLike, *, pretraining_dir: str | os.PathL
         for pattern in METRICS_PATTERNS:
             for path in sorted(Path(run_dir).glob(pattern)):
                 files[prefix + path.name] = path
-    skipped = sorted(p.name for p in model_dir.iterdir() if p.suffix in UNSAFE_SUFFIXES)
+    skipped = sorted(p.name for p in model_dir.iterdir() if p.suffix in PICKLE_WEIGHT_SUFFIXES)
     if skipped:
         logger.info("Not uploading pickle files of %s: %s", model_dir, ", ".join(skipped))
     return UploadPlan(files=files, generated=(CARD_FILE, PLOT_FILE))
@@ -191,19 +191,9 @@ def format_file_list(folder: str | os.PathLike) -> str:
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     sizes = [p.stat().st_size for p in files]
     width = max([len(str(p.relative_to(folder))) for p in files] + [5])
-    lines = [f"{str(p.relative_to(folder)):<{width}}  {_human_size(s):>10}" for p, s in zip(files, sizes)]
-    lines.append(f"{'total':<{width}}  {_human_size(sum(sizes)):>10}  ({len(files)} files)")
+    lines = [f"{str(p.relative_to(folder)):<{width}}  {format_bytes(s):>10}" for p, s in zip(files, sizes)]
+    lines.append(f"{'total':<{width}}  {format_bytes(sum(sizes)):>10}  ({len(files)} files)")
     return "\n".join(lines)
-
-
-def _human_size(size: float) -> str:
-    if size < 1024:
-        return f"{int(size)} B"
-    for unit in ("KB", "MB", "GB"):
-        size /= 1024
-        if size < 1024 or unit == "GB":
-            break
-    return f"{size:.1f} {unit}"
 
 
 def push_to_hub(
