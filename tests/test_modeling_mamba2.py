@@ -432,9 +432,14 @@ def test_mamba2_adapters_train_on_the_fused_kernel_path(monkeypatch):
     for (conv1d_weight, outproj_weight), mixer in zip(calls, mixers):
         assert outproj_weight is mixer.out_proj.weight  # raw: an out_proj adapter would be skipped
         assert conv1d_weight.data_ptr() == mixer.conv1d.weight.data_ptr()  # raw (a view): likewise for conv1d
-    grads = {name: p.grad for name, p in model.named_parameters() if "lora_B" in name}
-    assert len(grads) == len(mixers) + 1  # in_proj of each mixer + the embeddings
-    assert all(g is not None and g.abs().sum() > 0 for g in grads.values())
+    # per adapted module, the gradient of its adapter (peft zero-initialises one factor, so one of the two moves)
+    moved: dict[str, bool] = {}
+    for name, p in model.named_parameters():
+        if ".lora_" in name:
+            module = name.split(".lora_")[0]
+            moved[module] = moved.get(module, False) or (p.grad is not None and bool(p.grad.abs().sum() > 0))
+    assert len(moved) == len(mixers) + 1  # in_proj of each mixer + the embeddings
+    assert all(moved.values()), moved
 
 
 @pytest.mark.parametrize(
