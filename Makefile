@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-compat lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,23 @@ demo: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The core tests against the oldest supported transformers and the GPU machine's release, each in its own venv
+# (not run by CI; needs the package index).
+COMPAT_TRANSFORMERS ?= 5.0.* 5.17.*
+CORE_TESTS ?= tests/test_imports.py tests/test_patches.py tests/test_modeling.py tests/test_pipeline.py \
+	tests/test_qa_features.py tests/test_metrics.py tests/test_fast_scan.py tests/test_run_qa.py
+test-compat:
+	set -e; for version in $(COMPAT_TRANSFORMERS); do \
+		venv=.venv-transformers-$${version%.*}; \
+		test -x $$venv/bin/python || $(PYTHON) -m venv $$venv; \
+		$$venv/bin/python -c "import torch" 2>/dev/null || $$venv/bin/python -m pip install --quiet "$(TORCH_SPEC)"; \
+		$$venv/bin/python -m pip install --quiet -e ".[dev]" "transformers==$$version"; \
+		$$venv/bin/python -m pytest -q -p no:cacheprovider $(CORE_TESTS); \
+	done
+
 lint: install
 	$(BIN)/ruff check biomamba_hf examples tests benchmarks
 	$(BIN)/ruff format --check biomamba_hf examples tests benchmarks
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache demo_output
+	rm -rf $(VENV) .venv-transformers-* build dist *.egg-info .pytest_cache demo_output
