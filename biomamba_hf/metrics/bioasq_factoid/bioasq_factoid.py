@@ -35,8 +35,9 @@ _CITATION = """\
 
 _DESCRIPTION = """\
 The official BioASQ Task B (phase B) measures for factoid questions. Each question gets a ranked list of candidate
-answers, of which the first 5 count. A candidate is correct when it equals one of the gold synonyms after stripping
-surrounding whitespace and lower-casing. Strict accuracy: the first candidate is correct; lenient accuracy: one of
+answers, of which the first 5 count. A candidate is correct when it equals one of the gold synonyms after
+lower-casing both, whitespace compared as written (as the official evaluator, EvaluatorTask1b -e 5, does; its rules
+are listed in the metric card). Strict accuracy: the first candidate is correct; lenient accuracy: one of
 the candidates is correct; MRR: mean of 1/rank of the first correct candidate (0 if none). Every reference question
 counts, and one without a prediction scores 0. The "batches" configuration also takes each question's test batch
 and returns per-batch scores, their macro average over batches (as BioBERT reports) and the micro average.
