@@ -89,8 +89,9 @@ def add_lora(
 
     With mamba-ssm's CUDA kernels, transformers' fused training path (``mamba_inner_fn``) reads ``x_proj.weight``
     itself, so an ``x_proj`` adapter would get no gradient there: mixers whose ``x_proj`` has an adapter are routed to
-    transformers' unfused path, which calls the module (see :func:`biomamba_hf.patches.skip_fused_path_for_adapted_x_proj`). As a
-    safety net, ``examples/run_qa.py`` logs the adapters whose weights did not change after training.
+    transformers' unfused path, which calls the module (see
+    :func:`biomamba_hf.patches.skip_fused_path_for_adapted_x_proj`). As a safety net, ``examples/run_qa.py`` logs the
+    adapters whose weights did not change after training.
     """
     from peft import LoraConfig, get_peft_model
 

@@ -1,26 +1,5 @@
-"""Extractive QA preprocessing and span post-processing, shared by training (``examples/run_qa.py``) and the pipeline.
-
-Input layouts
--------------
-A left-to-right model reading "question, then context" gives each context token a state that has seen the question
-but not the rest of the context. The layout a model was trained with is stored in ``config.qa_layout`` and read back
-by every consumer, so a checkpoint always answers with the layout it was trained with:
-
-``"question_first"``
-    ``question <|sep|> context`` — answer spans are read from the context.
-``"repeat_context"``
-    ``question <|sep|> context <|sep|> context`` — the context is read twice and answer spans are read from the second
-    copy, whose states have seen the question *and* the whole context (JRT-prompt, arXiv 2407.05483; echo
-    embeddings, arXiv 2402.15449). Costs twice the context tokens per window.
-
-Models that are not Mamba (BERT-style QA models) have no ``qa_layout``; for them the tokenizer's own pair template
-(``[CLS] question [SEP] context [SEP]``) is used, so the pipeline can serve them too (layout ``"pair"``).
-
-Windows
--------
-Contexts longer than a window are split into overlapping windows of context tokens; ``doc_stride`` is the number of
-context tokens two consecutive windows share (as in transformers' ``run_qa.py``), capped at half a window so that
-windows always advance. Candidates from all windows are ranked together (:func:`extract_answers`).
+"""Extractive QA for a left-to-right model: input layouts, windowing, features, span post-processing, n-best
+prediction (as transformers' ``utils_qa.py``). Layouts and windows: docs/modules.md.
 """
 
 from __future__ import annotations
@@ -267,7 +246,8 @@ def extract_answers(
 
 
 def resolve_qa_layout(requested: str | None, config, source: str = "the checkpoint") -> str:
-    """The QA layout of a run: ``requested`` (or the checkpoint's own, or ``"question_first"``), recorded in ``config``.
+    """The QA layout of a run, recorded in ``config``: ``requested``, else the checkpoint's own, else
+    ``"question_first"``.
 
     A checkpoint already fine-tuned for QA (``architectures`` names a ``...ForQuestionAnswering`` class) keeps the
     layout it was trained with: asking for another one is an error, since its head reads spans where that layout put

@@ -1,46 +1,5 @@
-"""Training that loses nothing and explains every failure: checkpoints, NaN losses, disk space, untrusted weights.
-
-Four tools, each wired into a training script in a line or two::
-
-    from biomamba_hf.reliability import last_complete_checkpoint, preflight, reliability_callbacks
-
-    checkpoint = last_complete_checkpoint(training_args.output_dir)  # instead of transformers' get_last_checkpoint
-    preflight(training_args, model)                                 # before any training: writable, enough disk
-    trainer = Trainer(..., callbacks=[*reliability_callbacks()])
-
-Complete checkpoints
---------------------
-``Trainer._save_checkpoint`` writes straight into ``checkpoint-<step>/`` (weights, then optimizer, scheduler, RNG
-states, and ``trainer_state.json`` last), and ``transformers.trainer_utils.get_last_checkpoint`` returns the
-highest-numbered ``checkpoint-*`` folder whatever it holds. A run killed while saving therefore leaves a half-written
-folder that a resumed run picks up (and crashes on, or worse, loads a truncated optimizer state from).
-
-:class:`CheckpointCompletionCallback` closes that gap: after ``Trainer`` has saved a checkpoint (``on_save``) it
-flushes every file of the folder to disk (``fsync``), then writes :data:`COMPLETE_MARKER` (the step and the size of
-every file) through a temporary file, ``fsync`` and ``os.replace``, so the marker either exists whole or not at all.
-:func:`last_complete_checkpoint` returns the newest folder whose marker matches its files. In an output folder where
-no checkpoint has a marker (a run without the callback), a checkpoint counts as complete when its
-``trainer_state.json`` - the last file ``Trainer`` writes - parses and names its step.
-
-Non-finite losses
------------------
-``Trainer`` replaces a NaN or infinite loss by the running average in its logs (``logging_nan_inf_filter``, on by
-default) and keeps stepping, so a diverged run trains silently on garbage. :class:`NonFiniteLossCallback` checks the
-loss of every micro-batch and the gradients before every optimizer step, and raises :class:`NonFiniteLossError` with
-the step and the last complete checkpoint *before* the optimizer applies the update.
-
-Preflight
----------
-:func:`preflight` checks, before training starts, that the output folder can be created and written, and that the
-disk holds the checkpoints the run will keep (:func:`expected_output_bytes`).
-
-Untrusted weights
------------------
-Pickle files (``pytorch_model.bin``, ``*.pt``) can run arbitrary code when loaded. :func:`from_pretrained_safely`
-loads safetensors only unless the caller opts in with ``allow_pickle=True``, and never trusts remote code;
-:func:`safe_loading_kwargs` gives the matching ``from_pretrained`` keyword arguments.
-
-This module imports ``transformers`` and ``torch``; ``import biomamba_hf`` does not import it.
+"""Training that survives kills and bad numbers: complete-checkpoint markers, NaN/inf stops, disk preflight,
+safe (safetensors-only) loading. Details: docs/modules.md.
 """
 
 from __future__ import annotations

@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from transformers import TrainingArguments
 
-    from .trainer import CLMTrainingArguments
-
 
 @dataclass
 class HubLoadingArguments:
@@ -86,8 +84,8 @@ def parse_arguments(dataclass_types: tuple, argv: list[str]) -> tuple:
 def setup_logging(training_args: TrainingArguments, script_logger: logging.Logger) -> None:
     """Logging for the example scripts, as transformers' ``run_*.py`` do it.
 
-    transformers and datasets log at ``training_args``' process level (``--log_level``, passive: warnings); the script's
-    own summary (data, code path, results) and ``biomamba_hf`` log at INFO on the main process only.
+    transformers and datasets log at ``training_args``' process level (``--log_level``, passive: warnings); the
+    script's own summary (data, code path, results) and ``biomamba_hf`` log at INFO on the main process only.
     """
     import datasets
     import transformers
@@ -178,7 +176,7 @@ def tokens_per_optimizer_step(args: TrainingArguments, block_size: int) -> int:
 RESTARTABLE_FILES = frozenset({"run_args.json", "initial_results.json", "all_results.json"})
 
 
-def check_output_dir(args: CLMTrainingArguments) -> str | None:
+def check_output_dir(args: TrainingArguments) -> str | None:
     """Apply run_clm's rules to ``args.output_dir`` before any training; return the checkpoint to resume from.
 
     * ``--resume_from_checkpoint`` given: it is returned as is.

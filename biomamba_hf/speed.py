@@ -1,22 +1,5 @@
-"""Training-speed levers for continued pretraining, measured in ``benchmarks/bench_training_throughput.py``.
-
-* :func:`chunked_linear_cross_entropy`: the language-model head and its cross-entropy in one autograd function that
-  works through the tokens in chunks, so the ``(tokens x vocabulary)`` float32 logits (2048 x 16 x 50,280 x 4 bytes
-  = 6.6 GB for one micro-batch of the recipe, and as much again for their gradient) never exist at once. The
-  gradients of the hidden states and of the head's weight are computed chunk by chunk during the forward pass (as
-  liger-kernel's fused linear cross-entropy does), so no activation of the head is kept for the backward pass.
-  Pure PyTorch: it runs on CPUs, and on GPUs with ``implementation="liger"`` it hands over to liger-kernel's Triton
-  kernel when that package is installed.
-* :func:`enable_chunked_cross_entropy`: makes a causal LM (``MambaForCausalLM``, ``GPT2LMHeadModel``, any model with
-  ``base_model_prefix`` and an output embedding) compute its training loss that way. The class, the checkpoint
-  format and evaluation are unchanged: only a forward call in training mode with ``labels`` takes the chunked path,
-  and it returns ``logits=None``. ``Trainer``'s ``num_items_in_batch`` (the token count of a whole gradient-
-  accumulation step) is honoured exactly as transformers' ``ForCausalLMLoss`` honours it.
-* :func:`compile_non_scan_parts`: ``torch.compile`` of the parts of a Mamba model that the CUDA kernels do not fuse
-  (the RMS norms with their float32 up-cast), leaving the selective scan and its custom autograd functions eager.
-
-Whether each lever pays off is measured, not assumed; see ``benchmarks/README.md`` for the numbers.
-This module imports only ``torch`` and ``transformers``.
+"""Training-speed levers: chunked linear cross-entropy (no full fp32 logits) and compiled RMS norms.
+Details: docs/modules.md.
 """
 
 from __future__ import annotations

@@ -168,7 +168,7 @@ class BiomambaTrainer(Trainer):
             compile_non_scan_parts(self.model)
             logging.getLogger(__name__).info("torch.compile: the RMS norms (--compile_norms)")
 
-    #: ``save_model_card`` options; when set (by :func:`biomamba_hf.hub.attach_model_card`) the card is the biomamba one.
+    #: ``save_model_card`` options, set by :func:`biomamba_hf.hub.attach_model_card`: the card is then biomamba's.
     model_card_kwargs: dict | None = None
 
     def create_model_card(self, *args, **kwargs) -> None:

@@ -1,20 +1,5 @@
-"""Text corpora for causal language modelling: loading, text extraction and packing into fixed-size blocks.
-
-The pipeline behind ``examples/run_clm.py``:
-
-1. :func:`load_text_datasets` reads local ``.txt`` / ``.json`` / ``.jsonl`` files (each optionally ``.gz``) or a
-   Hub dataset (``--dataset_name``), optionally streaming, and returns ``{"train": ..., "validation": ...}`` with a
-   single ``text`` column. Local files are first read through once by :func:`check_text_file`, so that an empty
-   file, a line that is not JSON or bytes that are not UTF-8 are reported with the file and line. Where the text sits in nested fields (``ncbi/pubmed`` keeps the title under
-   ``MedlineCitation.Article.ArticleTitle`` and the abstract under ``MedlineCitation.Article.Abstract.AbstractText``)
-   it is extracted with dotted paths (:data:`DATASET_TEXT_FIELDS`, ``--text_column a.b,c.d``).
-2. :func:`pack_dataset` tokenizes every document, appends the EOS token after each one, concatenates the token
-   streams and cuts them into ``block_size`` blocks with ``labels == input_ids`` (the model shifts them).
-   Training blocks are all full: the remainder of each packing batch is dropped, so no padding is ever trained on.
-   Evaluation keeps the remainder as a last, right-padded block whose padded labels are ``-100``, so that every
-   evaluation token is scored exactly once.
-
-Nothing here imports ``datasets`` at module import time.
+"""Causal-LM data: reading text/JSON(L)/Hub datasets, packing into fixed blocks, the embedded PubMed demo.
+Details: docs/modules.md.
 """
 
 from __future__ import annotations

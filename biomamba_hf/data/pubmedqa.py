@@ -1,16 +1,5 @@
-"""PubMedQA (PQA-L): 1,000 expert-labelled yes/no/maybe questions with the official 500-question test split.
-
-Files (from pubmedqa/pubmedqa, ``data/``): ``ori_pqal.json`` maps each PMID to ``QUESTION``, ``CONTEXTS`` (the
-abstract's sections without its conclusion), ``LONG_ANSWER`` (the conclusion) and ``final_decision``;
-``test_ground_truth.json`` maps the 500 official test PMIDs to their answers. The other 500 instances are for
-training; :func:`load_pubmedqa` holds out a small, seeded dev split of them.
-
-The model input is ``question <sep> context 1 context 2 ...`` (:func:`encode_pubmedqa`): contexts are cut at the end to
-fit ``max_seq_length`` and the question is always kept whole (up to ``max_question_length`` tokens). The long answer
-is not used (the "reasoning-required" setting of the PubMedQA paper).
-
-Everything here is pure Python apart from :func:`encode_pubmedqa` (which needs a tokenizer);
-:func:`classification_metrics` computes accuracy and macro-F1 with plain Python.
+"""PubMedQA (PQA-L): loading with the official 500-question test split, input encoding, accuracy and macro-F1.
+Details: docs/modules.md.
 """
 
 from __future__ import annotations

@@ -1,29 +1,5 @@
-"""The official BioASQ factoid measures (strict accuracy, lenient accuracy, MRR) and their file formats.
-
-Pure Python (standard library only), so that scoring never needs torch, datasets or evaluate.
-
-Definitions follow the official evaluator (BioASQ ``Evaluation-Measures``, ``EvaluatorTask1b -phaseB -e 5``; the
-rules with their Java lines are in the metric card, ``bioasq_factoid/README.md``), so that the scores of a file written
-by :func:`~biomamba_hf.bioasq.formats.write_submission` are the evaluator's scores of that file:
-
-* each question gets a ranked list of candidate answers, each **one string** (or the submission form ``["text"]``;
-  ``[]`` is no candidate and takes no rank; several synonyms in one candidate are refused, as since BioASQ 5 the
-  evaluator reads only the first);
-* a candidate **matches** when it equals one of the gold synonyms of the question (any inner list of
-  ``exact_answer``) after **lower-casing both sides, whitespace compared as written** (the evaluator neither
-  strips nor drops blank strings: a blank candidate takes a rank, and the 4b golden answer ``" fewer than 100"``
-  is matched only with its leading space);
-* **only the first five candidates count** (:data:`MAX_CANDIDATES`): the writer writes five, and a submission file
-  with more is refused (the evaluator would count them all);
-* **strict accuracy**: the first candidate matches; **lenient accuracy**: one of the candidates matches;
-  **MRR**: mean over questions of 1/rank of the first matching candidate (0 if none);
-* every question of the references counts; **a question without a prediction scores 0** (the evaluator stops
-  instead, which is why the writer lists every golden question);
-* predictions for question ids that are not in the references are **ignored** (as the evaluator ignores them)
-  and only counted in ``num_unknown_predictions``, so that a wrong id format shows up instead of passing silently.
-
-Test sets come in batches (five per BioASQ year); BioBERT and the BioMamba paper report the **macro average over
-batches** (:func:`bioasq_factoid_batches`), which we give next to the micro average over all questions.
+"""The official BioASQ factoid measures (strict accuracy, lenient accuracy, MRR), standard library only.
+Definitions and the rules made explicit: docs/modules.md and the metric card (``bioasq_factoid/README.md``).
 """
 
 from __future__ import annotations
