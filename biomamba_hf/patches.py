@@ -93,7 +93,22 @@ def selective_scan_patched_with(dispatcher) -> bool:
 
 
 def patch_mamba2_portable_ssd(install: bool) -> None:
-    """Slot for the Mamba-2 portable SSD hook (``biomamba_hf.ops.ssd``), to be written with it; does nothing yet."""
+    """(Un)route transformers' Mamba-2 reference path through :mod:`biomamba_hf.ops.ssd`; idempotent.
+
+    Checked on transformers 5.24, where ``Mamba2Mixer.forward`` looks the module-level ``mamba2_chunk_scan`` and
+    ``causal_conv1d_fn`` up at call time (bound at import to mamba-ssm / causal-conv1d or to the PyTorch reference):
+    both are rebound to dispatchers that keep the kernels for CUDA tensors where transformers bound them. On releases
+    whose mixer has ``torch_forward`` instead, that method is replaced at class level (written against the stored
+    source of such a release). Installing honours ``BIOMAMBA_FAST_SCAN=0`` and raises ``RuntimeError`` when
+    transformers has neither hook point. The mechanics are :func:`biomamba_hf.ops.ssd.install_mamba2_fast_path` and
+    :func:`~biomamba_hf.ops.ssd.uninstall_mamba2_fast_path`.
+    """
+    from .ops import ssd
+
+    if install:
+        ssd.install_mamba2_fast_path()
+    else:
+        ssd.uninstall_mamba2_fast_path()
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -335,3 +335,28 @@ def test_linear_memory_and_work():
     assert 3.5 <= ours_long[1] / ours_short[1] <= 4.5
     assert ref_long[0] > 10 * ours_long[0]
     assert ref_long[1] / ref_short[1] > 4.5
+
+
+def test_package_switch_covers_mamba2(monkeypatch):
+    """biomamba_hf.ops.enable_fast_scan / disable_fast_scan (what importing the package runs) switch Mamba-2 too,
+    and the code-path description for Mamba-2 says which path runs."""
+    from biomamba_hf import ops
+
+    mamba1_was_active = ops.fast_scan_active()
+    try:
+        ops.disable_fast_scan()
+        assert not ssd.mamba2_fast_path_active()
+        assert ops.mamba_code_path("cpu", model_type="mamba2") == "transformers PyTorch fallback (reference SSD)"
+        ops.enable_fast_scan()
+        assert ssd.mamba2_fast_path_active()
+        assert ops.mamba_code_path("cpu", model_type="mamba2") == ssd.MAMBA2_FAST_PATH_NAME
+        ops.disable_fast_scan()
+        monkeypatch.setenv("BIOMAMBA_FAST_SCAN", "0")
+        ops.enable_fast_scan()
+        assert not ssd.mamba2_fast_path_active()
+    finally:
+        monkeypatch.delenv("BIOMAMBA_FAST_SCAN")
+        if mamba1_was_active:
+            ops.enable_fast_scan()
+        else:
+            ops.disable_fast_scan()

@@ -1,7 +1,9 @@
-"""Which code path Mamba's selective scan takes, and the package's portable fast path (used without mamba-ssm).
+"""Which code path Mamba's selective scan takes, and the package's portable fast paths (used without mamba-ssm).
 
-The hook into transformers is :func:`biomamba_hf.patches.patch_mamba_selective_scan`; ``BIOMAMBA_FAST_SCAN=0`` or
-:func:`disable_fast_scan` turn the fast path off.
+Mamba-1: the chunked selective scan of :mod:`.selective_scan`, hooked in by
+:func:`biomamba_hf.patches.patch_mamba_selective_scan`. Mamba-2: the chunked SSD of :mod:`.ssd`, hooked in by
+:func:`biomamba_hf.patches.patch_mamba2_portable_ssd`. ``BIOMAMBA_FAST_SCAN=0`` or :func:`disable_fast_scan` turn
+both off.
 """
 
 from __future__ import annotations
@@ -11,7 +13,12 @@ import logging
 import os
 
 from ..patches import MAMBA_SCAN_ATTRIBUTE as _PATCHED_ATTRIBUTE
-from ..patches import original_mamba_selective_scan, patch_mamba_selective_scan, selective_scan_patched_with
+from ..patches import (
+    original_mamba_selective_scan,
+    patch_mamba2_portable_ssd,
+    patch_mamba_selective_scan,
+    selective_scan_patched_with,
+)
 
 __all__ = [
     "cuda_kernels_available",
@@ -41,8 +48,13 @@ def fast_scan_active() -> bool:
     return selective_scan_patched_with(_dispatch_selective_scan)
 
 
-def mamba_code_path(device="cpu") -> str:
-    """A short human-readable name of the selective-scan implementation used on ``device``."""
+def mamba_code_path(device="cpu", model_type: str = "mamba") -> str:
+    """A short human-readable name of the selective-scan implementation used on ``device`` (the SSD implementation
+    for ``model_type="mamba2"``)."""
+    if model_type == "mamba2":
+        from .ssd import mamba2_code_path
+
+        return mamba2_code_path(device)
     device_type = getattr(device, "type", str(device)).split(":")[0]
     if device_type == "cuda" and cuda_kernels_available():
         return "CUDA kernels (mamba-ssm + causal-conv1d)"
@@ -105,10 +117,16 @@ def enable_fast_scan() -> bool:
     """Route transformers' Mamba selective scan through the portable fast scan; returns whether it is active.
 
     Idempotent. Does nothing (and returns ``False``) when the environment variable ``BIOMAMBA_FAST_SCAN`` is ``0``,
-    ``false``, ``no`` or ``off``. CUDA tensors still use mamba-ssm's kernels when those are installed.
+    ``false``, ``no`` or ``off``. CUDA tensors still use mamba-ssm's kernels when those are installed. Also routes
+    Mamba-2's reference path through the portable SSD (:mod:`.ssd`; a warning where this transformers has no hook
+    point for it); the returned value is about Mamba's scan.
     """
     if os.environ.get(FAST_SCAN_ENV, "1").strip().lower() in {"0", "false", "no", "off"}:
         return fast_scan_active()
+    try:
+        patch_mamba2_portable_ssd(install=True)
+    except RuntimeError as error:
+        logger.warning("%s", error)
     if not _hook_point_expected():
         logger.warning(
             "transformers %s predates the scan hook the biomamba_hf fast path uses (checked from %s on): "
@@ -142,5 +160,6 @@ def _hook_point_expected() -> bool:
 
 
 def disable_fast_scan() -> None:
-    """Restore transformers' own ``mamba_selective_scan`` (idempotent)."""
+    """Restore transformers' own ``mamba_selective_scan`` and Mamba-2 path (idempotent)."""
     patch_mamba_selective_scan(_dispatch_selective_scan, install=False)
+    patch_mamba2_portable_ssd(install=False)

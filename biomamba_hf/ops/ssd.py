@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from . import FAST_SCAN_ENV  # the same switch as Mamba-1's fast scan
+
 __all__ = [
     "MAMBA2_FAST_PATH_NAME",
     "install_mamba2_fast_path",
@@ -54,7 +56,6 @@ __all__ = [
 ]
 
 MAMBA2_FAST_PATH_NAME = "biomamba_hf portable chunked SSD (PyTorch)"
-FAST_SCAN_ENV = "BIOMAMBA_FAST_SCAN"  # the same switch as biomamba_hf.ops.FAST_SCAN_ENV
 _CHUNK_SCAN_ATTRIBUTE = "mamba2_chunk_scan"
 _CONV_ATTRIBUTE = "causal_conv1d_fn"
 _TORCH_FORWARD_ATTRIBUTE = "torch_forward"
