@@ -408,6 +408,19 @@ def _check_state_dict(state: dict, shapes: dict, tied: bool, path: Path) -> None
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def transformers_mamba2_norm_is_grouped() -> bool:
+    """Whether the installed transformers' Mamba2 gated RMSNorm normalises per group of ``n_groups``, as mamba_ssm does.
+
+    Older releases (e.g. 5.17) normalise over the whole inner width outside the fused training kernel, which equals
+    mamba_ssm only for ``ngroups=1``.
+    """
+    import inspect
+
+    from transformers.models.mamba2 import modeling_mamba2
+
+    return "group_size" in inspect.signature(modeling_mamba2.MambaRMSNormGated.__init__).parameters
+
+
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
 
@@ -534,6 +547,15 @@ def convert_mamba_ssm_checkpoint(
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConversionError(f"{config_path} is not valid JSON: {err}") from err
     family, kwargs = mamba_ssm_config_to_transformers(raw_config, where=str(config_path))
+    if family == "mamba2" and kwargs["n_groups"] > 1 and not transformers_mamba2_norm_is_grouped():
+        import transformers
+
+        raise ConversionError(
+            f"{config_path}: ssm_cfg['ngroups']={kwargs['n_groups']} needs a gated RMSNorm per group, and the installed "
+            f"transformers {transformers.__version__} normalises Mamba2's gated norm over the whole width at inference "
+            "(its MambaRMSNormGated takes no group_size), so the converted model would not match mamba_ssm; upgrade "
+            "transformers (5.24 has the grouped norm)"
+        )
 
     import torch
     from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM

@@ -72,12 +72,27 @@ CASES = {
         "pad_vocab_size_multiple": 16,
         "tie_embeddings": True,
     },
-    "mamba2-groups-untied-bias-unfused": {
+    "mamba2-untied-bias-unfused": {
         "d_model": 128,
         "d_intermediate": 0,
         "n_layer": 2,
         "vocab_size": 999,
-        "ssm_cfg": {"layer": "Mamba2", "d_state": 32, "headdim": 32, "ngroups": 2, "chunk_size": 32, "bias": True},
+        "ssm_cfg": {"layer": "Mamba2", "d_state": 32, "headdim": 32, "chunk_size": 32, "bias": True},
+        "attn_layer_idx": [],
+        "attn_cfg": {},
+        "rms_norm": True,
+        "residual_in_fp32": False,
+        "fused_add_norm": False,
+        "pad_vocab_size_multiple": 16,
+        "tie_embeddings": False,
+    },
+    # With transformers releases whose Mamba2 gated norm ignores n_groups (5.17), the conversion must refuse this.
+    "mamba2-groups": {
+        "d_model": 128,
+        "d_intermediate": 0,
+        "n_layer": 2,
+        "vocab_size": 999,
+        "ssm_cfg": {"layer": "Mamba2", "d_state": 32, "headdim": 32, "ngroups": 2, "chunk_size": 32},
         "attn_layer_idx": [],
         "attn_cfg": {},
         "rms_norm": True,
@@ -121,10 +136,10 @@ def environment() -> dict:
 
 
 def load_converter():
-    """``biomamba_hf.convert.convert_mamba_ssm_checkpoint``; read from this checkout's file if the package will not
-    import here (the module depends on transformers, torch, huggingface_hub and safetensors only)."""
+    """``biomamba_hf.convert``'s converter, error class and grouped-norm probe; read from this checkout's file if the
+    package will not import here (the module depends on transformers, torch, huggingface_hub and safetensors only)."""
     try:
-        from biomamba_hf.convert import convert_mamba_ssm_checkpoint
+        from biomamba_hf import convert as module
     except ImportError as err:
         import importlib.util
 
@@ -133,8 +148,7 @@ def load_converter():
         spec = importlib.util.spec_from_file_location("biomamba_convert", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        convert_mamba_ssm_checkpoint = module.convert_mamba_ssm_checkpoint
-    return convert_mamba_ssm_checkpoint
+    return module.convert_mamba_ssm_checkpoint, module.ConversionError, module.transformers_mamba2_norm_is_grouped
 
 
 def randomize(model, seed: int) -> None:
@@ -172,7 +186,7 @@ def run_case(name: str, fields: dict, work: Path, seq_len: int, check_bf16: bool
     from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
     from transformers import AutoModelForCausalLM
 
-    convert_mamba_ssm_checkpoint = load_converter()
+    convert_mamba_ssm_checkpoint, ConversionError, norm_is_grouped = load_converter()
     device = torch.device("cuda")
     torch.manual_seed(0)
     ssm = MambaLMHeadModel(SsmConfig(**copy.deepcopy(fields)), device=device, dtype=torch.float32).eval()
@@ -180,6 +194,13 @@ def run_case(name: str, fields: dict, work: Path, seq_len: int, check_bf16: bool
     source = work / f"{name}-ssm"
     ssm.save_pretrained(str(source))  # mamba_ssm's own: config.json + pytorch_model.bin
     saved = json.loads((source / "config.json").read_text())
+    if fields["ssm_cfg"].get("ngroups", 1) > 1 and not norm_is_grouped():
+        try:
+            convert_mamba_ssm_checkpoint(source, work / f"{name}-hf")
+        except ConversionError as err:
+            refused = "needs a gated RMSNorm per group" in str(err)
+            return {"case": name, "refused (transformers norm not grouped)": str(err), "pass": refused}
+        return {"case": name, "error": "converted although transformers' gated norm ignores ngroups", "pass": False}
     converted = convert_mamba_ssm_checkpoint(source, work / f"{name}-hf")
     hf = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.float32).to(device).eval()
 

@@ -443,6 +443,20 @@ def test_unrepresentable_configs_are_refused(tmp_path, overrides, match):
     assert_nothing_written(tmp_path)
 
 
+def test_groups_are_refused_where_transformers_norms_the_whole_width(tmp_path, monkeypatch):
+    from transformers.models.mamba2 import modeling_mamba2
+
+    class UngroupedNorm(torch.nn.Module):  # transformers 5.17's MambaRMSNormGated signature
+        def __init__(self, hidden_size, eps=1e-6):
+            super().__init__()
+
+    monkeypatch.setattr(modeling_mamba2, "MambaRMSNormGated", UngroupedNorm)
+    source, _ = write_source(tmp_path / "ssm", ssm_config("Mamba2", ssm_cfg={"ngroups": 2}))
+    with pytest.raises(ConversionError, match=r"ngroups'\]=2 needs a gated RMSNorm per group.*upgrade transformers"):
+        convert_mamba_ssm_checkpoint(source, tmp_path / "hf")
+    assert_nothing_written(tmp_path)
+
+
 def test_no_config_json(tmp_path):
     source, _ = write_source(tmp_path / "ssm", ssm_config("Mamba1"))
     (source / "config.json").unlink()
