@@ -19,7 +19,9 @@ Tokens/s are ``batch x length / median step time`` (after ``--warmup`` steps); p
 ``max_memory_allocated`` (CPU: RSS sampled, an estimate).
 
     python benchmarks/bench_mamba2_portable.py                          # CPU, tiny
-    python benchmarks/bench_mamba2_portable.py --device cuda --preset 130m
+    python benchmarks/bench_mamba2_portable.py --device cuda --preset 130m --check
+
+``--check`` first compares the paths' loss, logits and gradients on a small fp32 model (n_groups 2, padding).
 """
 
 from __future__ import annotations
@@ -121,6 +123,45 @@ def train_step_time(config, batch, length, device, dtype, repeats, warmup):
     return seconds, memory.peak
 
 
+def agreement(device, paths) -> list[str]:
+    """Max relative error (``max|a - b| / max|b|`` over loss, logits and every parameter gradient) of the portable
+    path against the others, on a small fp32 model with left and right padding and n_groups 2 (TF32 off)."""
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    config = Mamba2Config(
+        vocab_size=128, hidden_size=64, num_heads=8, head_dim=16, expand=2, state_size=32, n_groups=2, chunk_size=32
+    )
+    config.num_hidden_layers = 2
+    model = common.build(Mamba2ForCausalLM, config, device)
+    input_ids = torch.randint(0, 128, (3, 100), device=device, generator=None)
+    mask = torch.ones_like(input_ids)
+    mask[0, :7] = 0
+    mask[1, -9:] = 0
+
+    def outputs():
+        model.zero_grad(set_to_none=True)
+        out = model(input_ids, attention_mask=mask, labels=input_ids)
+        out.loss.backward()
+        return [out.loss.detach(), out.logits.detach(), *(p.grad for p in model.parameters())]
+
+    results = {}
+    for path in paths:
+        with code_path(path):
+            results[path] = outputs()
+    lines = []
+    for other in paths:
+        if other != "portable SSD":
+            error = max(
+                ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+                for a, b in zip(results["portable SSD"], results[other])
+            )
+            lines.append(
+                f"agreement, fp32 (loss, logits, all gradients): portable vs {other}: max rel. error {error:.2e}"
+            )
+    return lines
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -130,6 +171,7 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per row (the median is reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--check", action="store_true", help="first compare the paths' results on a small model")
     parser.add_argument("--markdown_out", default=None, help="also append the printed report to this file")
     args = parser.parse_args(argv)
     if args.threads:
@@ -149,6 +191,7 @@ def main(argv=None) -> None:
     if device.type == "cuda" and kernels_importable():
         paths.append("kernels")
 
+    checks = agreement(device, paths) if args.check else []
     rows, results = [], {}
     for length in lengths:
         for path in paths:
@@ -185,7 +228,8 @@ def main(argv=None) -> None:
     ]
     table = common.markdown_table(["code path", "tokens", "tokens/s", "s / step", "peak GiB"], rows)
     report = common.report_header("Mamba-2 training without kernels: portable SSD vs fallback", device, notes)
-    common.emit(report + "\n\n" + table + "\n\n" + "\n".join(f"- {line}" for line in ratios), args.markdown_out)
+    lines = "\n".join(f"- {line}" for line in [*ratios, *checks])
+    common.emit(report + "\n\n" + table + "\n\n" + lines, args.markdown_out)
 
 
 if __name__ == "__main__":
