@@ -18,6 +18,9 @@ _LAZY_ATTRIBUTES = {
     "QA_LAYOUTS": "modeling",
     "MambaForQuestionAnswering": "modeling",
     "MambaForSequenceClassification": "modeling",
+    "Mamba2ForQuestionAnswering": "modeling",
+    "Mamba2ForSequenceClassification": "modeling",
+    "convert_mamba_ssm_checkpoint": "convert",
     "QuestionAnsweringPipeline": "pipelines",
     "prepare_tokenizer_for_qa": "tokenization",
     "register": "registration",
@@ -25,6 +28,7 @@ _LAZY_ATTRIBUTES = {
 _SUBMODULES = frozenset(
     {
         "bioasq",
+        "convert",
         "data",
         "hub",
         "lora",
@@ -44,7 +48,14 @@ _SUBMODULES = frozenset(
 )
 
 if TYPE_CHECKING:
-    from .modeling import QA_LAYOUTS, MambaForQuestionAnswering, MambaForSequenceClassification
+    from .convert import convert_mamba_ssm_checkpoint
+    from .modeling import (
+        QA_LAYOUTS,
+        Mamba2ForQuestionAnswering,
+        Mamba2ForSequenceClassification,
+        MambaForQuestionAnswering,
+        MambaForSequenceClassification,
+    )
     from .pipelines import QuestionAnsweringPipeline
     from .registration import register
     from .tokenization import prepare_tokenizer_for_qa
@@ -70,7 +81,10 @@ __all__ = [
     "QA_LAYOUTS",
     "MambaForQuestionAnswering",
     "MambaForSequenceClassification",
+    "Mamba2ForQuestionAnswering",
+    "Mamba2ForSequenceClassification",
     "QuestionAnsweringPipeline",
+    "convert_mamba_ssm_checkpoint",
     "prepare_tokenizer_for_qa",
     "register",
     "__version__",
