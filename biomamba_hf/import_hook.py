@@ -1,4 +1,5 @@
-"""Registers the package with transformers once transformers' Auto classes, pipelines or Mamba model are imported.
+"""Registers the package with transformers once transformers' Auto classes, pipelines or Mamba / Mamba-2 models are
+imported.
 
 Keeps ``import biomamba_hf`` free of torch and transformers (the metrics start in milliseconds) while
 ``import biomamba_hf`` before or after ``import transformers`` still registers everything before first use.
@@ -9,11 +10,12 @@ from __future__ import annotations
 import importlib.abc
 import sys
 
-#: Importing any of these means transformers' registries or Mamba are about to be used: time to register.
+#: Importing any of these means transformers' registries, Mamba or Mamba-2 are about to be used: time to register.
 TRIGGERS = (
     "transformers.models.auto.modeling_auto",
     "transformers.pipelines",
     "transformers.models.mamba.modeling_mamba",
+    "transformers.models.mamba2.modeling_mamba2",
 )
 _WATCHED = ("transformers", "biomamba_hf")
 

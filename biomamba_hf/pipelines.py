@@ -70,6 +70,13 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         max_seq_len (`int`, defaults to 384): tokens per model window (question, separators and context).
         doc_stride (`int`, defaults to 128): context tokens shared by consecutive windows of a long context.
         max_question_len (`int`, defaults to 64): questions are cut to this many tokens.
+        align_to_words (`bool`, defaults to True): answers start and end on word boundaries (the fast tokenizer's
+            word ids), as in transformers' former pipeline; False reads them at token boundaries.
+        handle_impossible_answer (`bool`, defaults to False): the null answer ``{"answer": "", "start": 0,
+            "end": 0}`` competes with the spans, scored at the "no answer in this window" position where training
+            labels windows without an answer (the separator after the question for Mamba layouts, ``[CLS]`` for
+            BERT-style models; see :func:`biomamba_hf.qa.extract_answers`). Meaningful for models trained with
+            no-answer examples.
         batch_size (`int`): windows per forward pass (a pipeline argument).
     """
 
@@ -114,9 +121,15 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         max_seq_len=None,
         doc_stride=None,
         max_question_len=None,
+        align_to_words=None,
+        handle_impossible_answer=None,
         **kwargs,
     ):
         preprocess_params = {}
+        if align_to_words is not None:
+            if not isinstance(align_to_words, bool):
+                raise ValueError(f"align_to_words must be True or False, got {align_to_words!r}.")
+            preprocess_params["align_to_words"] = align_to_words
         for name, value in (
             ("max_seq_len", max_seq_len),
             ("doc_stride", doc_stride),
@@ -135,6 +148,10 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             if not isinstance(max_answer_len, int) or max_answer_len < 1:
                 raise ValueError(f"max_answer_len must be a positive integer, got {max_answer_len!r}.")
             postprocess_params["max_answer_len"] = max_answer_len
+        if handle_impossible_answer is not None:
+            if not isinstance(handle_impossible_answer, bool):
+                raise ValueError(f"handle_impossible_answer must be True or False, got {handle_impossible_answer!r}.")
+            postprocess_params["handle_impossible_answer"] = handle_impossible_answer
         return preprocess_params, {}, postprocess_params
 
     @staticmethod
@@ -179,7 +196,7 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"Input {index}: `{field}` is empty; pass a non-empty string.")
 
-    def preprocess(self, example, max_seq_len=384, doc_stride=128, max_question_len=64):
+    def preprocess(self, example, max_seq_len=384, doc_stride=128, max_question_len=64, align_to_words=True):
         features = prepare_qa_features(
             self.tokenizer,
             [example["question"]],
@@ -188,12 +205,14 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             max_seq_len=max_seq_len,
             doc_stride=doc_stride,
             max_question_len=max_question_len,
+            align_to_words=align_to_words,
         )
         model_keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in features]
         num_windows = len(features["input_ids"])
         for w in range(num_windows):
             item = {k: torch.tensor([features[k][w]]) for k in model_keys}
             item["offset_mapping"] = features["offset_mapping"][w]
+            item["null_index"] = features["null_index"][w]
             item["example"] = example
             item["is_last"] = w == num_windows - 1
             yield item
@@ -205,11 +224,14 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             "start_logits": output.start_logits,
             "end_logits": output.end_logits,
             "offset_mapping": inputs["offset_mapping"],
+            "null_index": inputs["null_index"],
             "example": inputs["example"],
             "is_last": inputs["is_last"],
         }
 
-    def postprocess(self, all_outputs: list[dict[str, Any]], top_k=1, max_answer_len=15):
+    def postprocess(
+        self, all_outputs: list[dict[str, Any]], top_k=1, max_answer_len=15, handle_impossible_answer=False
+    ):
         context = all_outputs[0]["example"]["context"]
         answers = extract_answers(
             context,
@@ -218,6 +240,7 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             [o["offset_mapping"] for o in all_outputs],
             top_k=top_k,
             max_answer_len=max_answer_len,
+            null_indices=[o["null_index"] for o in all_outputs] if handle_impossible_answer else None,
         )
         if top_k == 1:
             return answers[0] if answers else {"score": 0.0, "start": 0, "end": 0, "answer": ""}

@@ -13,11 +13,14 @@ import numpy as np
 from .modeling import QA_LAYOUTS, check_qa_layout, get_qa_layout
 
 PAIR_LAYOUT = "pair"
+#: Model types read left to right with the package's QA layouts (``config.qa_layout``), not a tokenizer pair template.
+LAYOUT_MODEL_TYPES = frozenset({"mamba", "mamba2"})
 
 
 def resolve_layout(config) -> str:
-    """The layout to use for a model config: its ``qa_layout`` for Mamba, ``"pair"`` for other architectures."""
-    if getattr(config, "model_type", None) == "mamba" or getattr(config, "qa_layout", None) is not None:
+    """The layout to use for a model config: its ``qa_layout`` for Mamba and Mamba-2 (and any config that records
+    one), ``"pair"`` for other architectures."""
+    if getattr(config, "model_type", None) in LAYOUT_MODEL_TYPES or getattr(config, "qa_layout", None) is not None:
         return get_qa_layout(config)
     return PAIR_LAYOUT
 
@@ -59,13 +62,15 @@ def prepare_qa_features(
     max_question_len: int = 64,
     answer_starts: Sequence[int | None] | None = None,
     answer_texts: Sequence[str | None] | None = None,
+    align_to_words: bool = False,
 ) -> dict[str, list[Any]]:
     """Tokenize (question, context) pairs into model windows.
 
     Returns a dict of lists, one entry per window (a "feature"): ``input_ids``, ``attention_mask``,
     ``example_index`` (which input pair it came from), ``offset_mapping`` (character span in the context for tokens
-    answers may be read from, ``None`` elsewhere) and, when answers are given, ``start_positions`` /
-    ``end_positions``. A window that does not contain the whole answer is labelled with the position of the first
+    answers may be read from, ``None`` elsewhere; with ``align_to_words`` and a fast tokenizer, the span of the whole
+    word the token belongs to, so that answers never end inside a word), ``null_index`` (the "no answer in this
+    window" position) and, when answers are given, ``start_positions`` / ``end_positions``. A window that does not contain the whole answer is labelled with the position of the first
     separator (the "no answer in this window" target; the first token, ``[CLS]``, for the pair layout). Questions are
     cut to ``max_question_len`` tokens; the context is windowed here for every layout. No padding is added: pad with
     the collator.
@@ -86,7 +91,13 @@ def prepare_qa_features(
         if not isinstance(context, str) or not context.strip():
             raise ValueError(f"Context {i} is empty: every example needs a non-empty `context` string.")
 
-    features: dict[str, list[Any]] = {"input_ids": [], "attention_mask": [], "example_index": [], "offset_mapping": []}
+    features: dict[str, list[Any]] = {
+        "input_ids": [],
+        "attention_mask": [],
+        "example_index": [],
+        "offset_mapping": [],
+        "null_index": [],
+    }
     if answer_starts is not None:
         features["start_positions"] = []
         features["end_positions"] = []
@@ -109,10 +120,12 @@ def prepare_qa_features(
     if with_types:
         features["token_type_ids"] = []
     # Question and context are tokenized apart and the context is windowed here, not by the tokenizer's overflow
-    # (tokenizers 0.23.1-0.23.2 return at most one overflowing window: huggingface/tokenizers#2091).
-    question_ids = tokenizer(list(questions), add_special_tokens=False)["input_ids"]
-    encoded = tokenizer(list(contexts), add_special_tokens=False, return_offsets_mapping=True)
+    # (tokenizers 0.23.1-0.23.2 return at most one overflowing window: huggingface/tokenizers#2091). Whole contexts
+    # are longer than the model's maximum on purpose: verbose=False keeps the tokenizer from warning about it.
+    question_ids = tokenizer(list(questions), add_special_tokens=False, verbose=False)["input_ids"]
+    encoded = tokenizer(list(contexts), add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     for i, (q_ids, c_ids, c_offsets) in enumerate(zip(question_ids, encoded["input_ids"], encoded["offset_mapping"])):
+        read_offsets = _word_offsets(encoded, i, c_offsets) if align_to_words else c_offsets
         q_ids = q_ids[:max_question_len]
         budget = (max_seq_len - len(q_ids) - num_special) // copies
         if budget < 1:
@@ -139,13 +152,14 @@ def prepare_qa_features(
                 ids.extend(part)
                 type_ids.extend([type_id] * len(part))
             offsets = [None] * len(ids)
-            offsets[read_from : read_from + len(chunk)] = [tuple(o) for o in c_offsets[start : start + budget]]
+            offsets[read_from : read_from + len(chunk)] = [tuple(o) for o in read_offsets[start : start + budget]]
             features["input_ids"].append(ids)
             features["attention_mask"].append([1] * len(ids))
             if with_types:
                 features["token_type_ids"].append(type_ids)
             features["example_index"].append(i)
             features["offset_mapping"].append(offsets)
+            features["null_index"].append(null_index)
             if answer_starts is not None:
                 if span is not None and span[0] >= start and span[1] < start + len(chunk):
                     features["start_positions"].append(read_from + span[0] - start)
@@ -154,6 +168,22 @@ def prepare_qa_features(
                     features["start_positions"].append(null_index)
                     features["end_positions"].append(null_index)
     return features
+
+
+def _word_offsets(encoded, index: int, offsets: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``offsets`` with every token's span widened to its word's (from the fast tokenizer's word ids), as
+    transformers' QA pipeline did with ``align_to_words=True``; tokens without a word (or a slow tokenizer) keep
+    their own span."""
+    try:
+        word_ids = encoded.word_ids(index)
+    except (ValueError, AttributeError):  # a slow tokenizer has no word ids
+        return list(offsets)
+    spans: dict[int, tuple[int, int]] = {}
+    for word, (s, e) in zip(word_ids, offsets):
+        if word is not None:
+            first, last = spans.get(word, (s, e))
+            spans[word] = (min(first, s), max(last, e))
+    return [spans[word] if word is not None else tuple(o) for word, o in zip(word_ids, offsets)]
 
 
 def _pair_template(tokenizer) -> list[tuple[int | None, int | None, int | None]]:
@@ -192,6 +222,7 @@ def extract_answers(
     *,
     top_k: int = 1,
     max_answer_len: int = 15,
+    null_indices: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Rank answer spans of one context from the logits of all its windows.
 
@@ -200,18 +231,33 @@ def extract_answers(
     window considered exactly). Spans are mapped to characters of ``context`` with the offset mappings, stripped of
     surrounding whitespace, de-duplicated across overlapping windows (best score kept) and returned best first as
     dicts ``{"score", "start", "end", "answer"}`` with ``context[start:end] == answer``.
+
+    With ``null_indices`` (each window's "no answer" position, ``null_index`` of :func:`prepare_qa_features`: the
+    separator after the question for the Mamba layouts, ``[CLS]`` for the pair layout, where training puts windows
+    without an answer) the softmax of each window also covers that position, and the null answer
+    ``{"answer": "", "start": 0, "end": 0}`` competes with the spans, scored ``p(start = null) * p(end = null)`` of the
+    window least sure there is no answer (as transformers' ``handle_impossible_answer``). Its score means something
+    only for a model trained with no-answer examples (run_qa's ``--keep_unanswerable``, or SQuAD 2.0-style data).
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}.")
     if max_answer_len < 1:
         raise ValueError(f"max_answer_len must be >= 1, got {max_answer_len}.")
     best: dict[tuple[int, int], float] = {}
-    for starts, ends, offsets in zip(start_logits, end_logits, offset_mappings):
+    null_score = math.inf
+    windows = zip(start_logits, end_logits, offset_mappings, null_indices or [None] * len(offset_mappings))
+    for starts, ends, offsets, null_index in windows:
         readable = np.array([k for k, o in enumerate(offsets) if o is not None], dtype=np.int64)
         if readable.size == 0:
             continue
-        log_start = _log_softmax(np.asarray(starts, dtype=np.float64)[readable])
-        log_end = _log_softmax(np.asarray(ends, dtype=np.float64)[readable])
+        starts, ends = np.asarray(starts, dtype=np.float64), np.asarray(ends, dtype=np.float64)
+        if null_index is None:
+            log_start, log_end = _log_softmax(starts[readable]), _log_softmax(ends[readable])
+        else:  # normalise over the readable tokens and the null position; the null score is its last entry
+            with_null = np.append(readable, null_index)
+            log_start, log_end = _log_softmax(starts[with_null]), _log_softmax(ends[with_null])
+            null_score = min(null_score, float(log_start[-1] + log_end[-1]))
+            log_start, log_end = log_start[:-1], log_end[:-1]
         n = readable.size
         width = min(max_answer_len, n)
         # scores[i, j] = log p(start = i) + log p(end = i + j), for spans inside the window
@@ -236,6 +282,8 @@ def extract_answers(
             key = (char_start, char_end)
             if score > best.get(key, -math.inf):
                 best[key] = score
+    if null_indices is not None and null_score < math.inf:
+        best[(0, 0)] = null_score  # the null answer: context[0:0] == ""
     ranked = sorted(best.items(), key=lambda item: (-item[1], item[0]))[:top_k]
     return [{"score": math.exp(s), "start": a, "end": b, "answer": context[a:b]} for (a, b), s in ranked]
 

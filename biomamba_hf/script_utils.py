@@ -202,12 +202,13 @@ def check_output_dir(args: TrainingArguments) -> str | None:
     return last_checkpoint
 
 
-def configure_mamba_code_path(config, device) -> str:
+def configure_mamba_code_path(config, device) -> str | None:
     """Pick the fastest portable scan for a Mamba ``config`` on ``device`` and describe the path in use.
 
     Without the CUDA kernels, transformers' default PyTorch loop has a backward pass that grows quadratically with
     sequence length; when the ``mambapy`` package is importable, ``config.use_mambapy`` is switched on so that its
-    parallel scan is used instead. Returns :func:`biomamba_hf.ops.mamba_code_path` for the log.
+    parallel scan is used instead. Returns :func:`biomamba_hf.ops.mamba_code_path` for the config's family (log it
+    under :func:`biomamba_hf.ops.code_path_label`), ``None`` for a model that is neither Mamba nor Mamba-2.
     """
     import importlib.util
 
@@ -218,7 +219,9 @@ def configure_mamba_code_path(config, device) -> str:
     on_kernels = device_type == "cuda" and cuda_kernels_available()
     if is_mamba and not on_kernels and importlib.util.find_spec("mambapy") is not None:
         config.use_mambapy = True
-    path = mamba_code_path(device)
+    path = mamba_code_path(device, getattr(config, "model_type", None))
+    if path is None:
+        return None
     if is_mamba and not on_kernels:
         path += f" (use_mambapy={config.use_mambapy})"
     return path
@@ -256,10 +259,12 @@ def run_summary_lines(
     per_device_batch_size: int,
     gradient_accumulation_steps: int,
     block_size: int,
-    code_path: str,
+    code_path: str | None,
     dtype: str,
+    code_path_label: str = "Mamba code path",
 ) -> list[str]:
-    """The start-of-run summary, one ``name: value`` line each.
+    """The start-of-run summary, one ``name: value`` line each; no code-path line when ``code_path`` is ``None`` (a
+    model that is not Mamba). ``code_path_label`` names the family (:func:`biomamba_hf.ops.code_path_label`).
 
     >>> for line in run_summary_lines(world_size=8, per_device_batch_size=16, gradient_accumulation_steps=2,
     ...                               block_size=2048, code_path="CUDA kernels", dtype="bfloat16 autocast"):
@@ -280,7 +285,7 @@ def run_summary_lines(
         f"block size: {block_size} tokens",
         f"tokens per optimizer step: {tokens:,} ({block_size} x {per_device_batch_size} x "
         f"{gradient_accumulation_steps} x {world_size})",
-        f"Mamba code path: {code_path}",
+        *([f"{code_path_label}: {code_path}"] if code_path is not None else []),
         f"dtype: {dtype}",
     ]
 

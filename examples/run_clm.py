@@ -347,6 +347,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from biomamba_hf.data.clm import load_text_datasets, pack_dataset
     from biomamba_hf.hub import attach_model_card, save_run_arguments
+    from biomamba_hf.ops import code_path_label
     from biomamba_hf.reliability import preflight, reliability_callbacks
     from biomamba_hf.script_utils import (
         check_output_dir,
@@ -472,6 +473,7 @@ def main(argv: list[str] | None = None) -> dict:
             gradient_accumulation_steps=training_args.gradient_accumulation_steps,
             block_size=block_size,
             code_path=code_path,
+            code_path_label=code_path_label(config.model_type) or "",
             dtype=describe_dtype(model, training_args),
         )
         for line in summary:

@@ -155,7 +155,10 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError("--do_eval scores the dev split, which is empty: pass --dev_size > 0.")
 
     model, tokenizer, code_path = load_model_and_tokenizer(model_args, training_args.device)
-    logger.info("Mamba code path: %s", code_path)
+    if code_path is not None:
+        from biomamba_hf.ops import code_path_label
+
+        logger.info("%s: %s", code_path_label(model.config.model_type), code_path)
 
     def encode(rows):
         return datasets.Dataset.from_dict(

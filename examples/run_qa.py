@@ -22,7 +22,8 @@ Examples::
     python examples/run_qa.py examples/configs/bioasq_4b.yaml --data_dir ../shared/data \\
         --model_name_or_path state-spaces/mamba-130m-hf --output_dir out/qa-4b
 
-    # LoRA on in_proj, x_proj and the embeddings; the QA head trains in full; the adapter is merged before saving
+    # LoRA on the family's default modules (Mamba: in_proj, x_proj, embeddings); the QA head trains in full; the
+    # adapter is merged before saving
     python examples/run_qa.py examples/configs/bioasq_5b.yaml --data_dir ../shared/data --use_lora \\
         --model_name_or_path out/clm --output_dir out/qa-5b-lora
 
@@ -73,11 +74,12 @@ class ModelArguments(HubLoadingArguments):
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA inputs."})
-    lora_target_modules: str = field(
-        default="in_proj,x_proj,embeddings",
+    lora_target_modules: str | None = field(
+        default=None,
         metadata={
-            "help": "Comma-separated Mamba modules to adapt. out_proj and conv1d are refused by peft, dt_proj is "
-            "bypassed by transformers; the QA head always trains in full."
+            "help": "Comma-separated modules to adapt. Default: the family's own (biomamba_hf.lora."
+            "default_lora_targets): in_proj,x_proj,embeddings for Mamba, in_proj,embeddings for Mamba-2. out_proj "
+            "and conv1d are refused (peft), dt_proj too (transformers bypasses it); the QA head always trains in full."
         },
     )
 
@@ -100,7 +102,10 @@ class ModelArguments(HubLoadingArguments):
             check_qa_layout(self.qa_layout, "--qa_layout")
 
     @property
-    def lora_targets(self) -> list[str]:
+    def lora_targets(self) -> list[str] | None:
+        """The modules named by --lora_target_modules; None lets add_lora pick the model family's defaults."""
+        if self.lora_target_modules is None:
+            return None
         return [name.strip() for name in self.lora_target_modules.split(",") if name.strip()]
 
 
@@ -270,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
         score_test_set,
         write_prediction_files,
     )
-    from biomamba_hf.lora import add_lora, merge_lora, snapshot_trainable, unchanged_parameters
+    from biomamba_hf.lora import add_lora, default_lora_targets, merge_lora, snapshot_trainable, unchanged_parameters
     from biomamba_hf.qa import predict_nbest, prepare_train_features
     from biomamba_hf.reliability import preflight, reliability_callbacks
     from biomamba_hf.script_utils import check_output_dir, describe_dtype, setup_logging
@@ -297,13 +302,14 @@ def main(argv: list[str] | None = None) -> dict:
     test_questions = {name: load_test_questions(path) for name, path in zip(test_sets, data_args.paths("test_dirs"))}
     model, tokenizer, layout, code_path = load_model_and_tokenizer(model_args, training_args.device)
     preflight(training_args, model)  # enough disk for the checkpoints kept
+    lora_targets = model_args.lora_targets or list(default_lora_targets(model))
     if model_args.use_lora:
         model = add_lora(
             model,
             r=model_args.lora_r,
             alpha=model_args.lora_alpha,
             dropout=model_args.lora_dropout,
-            target_modules=model_args.lora_targets,
+            target_modules=lora_targets,
         )
     feature_kwargs = {
         "layout": layout,
@@ -312,11 +318,14 @@ def main(argv: list[str] | None = None) -> dict:
         "max_question_length": data_args.max_question_length,
     }
     if training_args.should_log:
+        from biomamba_hf.ops import code_path_label
+
+        label = code_path_label(model.config.model_type)
         for line in (
-            f"Mamba code path: {code_path}",
+            *([f"{label}: {code_path}"] if code_path is not None else []),
             f"QA layout: {layout}",
             f"dtype: {describe_dtype(model, training_args)}",
-            f"LoRA: {model_args.lora_targets if model_args.use_lora else 'no (all weights train)'}",
+            f"LoRA: {lora_targets if model_args.use_lora else 'no (all weights train)'}",
             f"world size: {training_args.world_size}",
         ):
             logger.info("run: %s", line)

@@ -3,7 +3,8 @@
 Mamba-1: the chunked selective scan of :mod:`.selective_scan`, hooked in by
 :func:`biomamba_hf.patches.patch_mamba_selective_scan`. Mamba-2: the chunked SSD of :mod:`.ssd`, hooked in by
 :func:`biomamba_hf.patches.patch_mamba2_portable_ssd`. ``BIOMAMBA_FAST_SCAN=0`` or :func:`disable_fast_scan` turn
-both off.
+both off. While a portable path is on, transformers' "falling back to its reference PyTorch implementation" warning
+for the functions it stands in for is dropped (:class:`FallbackWarningFilter`): the code path line says what runs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from ..patches import (
 )
 
 __all__ = [
+    "FallbackWarningFilter",
+    "code_path_label",
     "cuda_kernels_available",
     "disable_fast_scan",
     "enable_fast_scan",
@@ -30,6 +33,9 @@ __all__ = [
 
 FAST_SCAN_ENV = "BIOMAMBA_FAST_SCAN"
 _FAST_SCAN_NAME = "biomamba_hf portable chunked selective scan (PyTorch)"
+#: The log label of each model family with a code path to report; other model types have none.
+CODE_PATH_LABELS = {"mamba": "Mamba code path", "mamba2": "Mamba-2 code path"}
+_KERNEL_HINT = "; mamba-ssm's CUDA kernels are not installed (the [cuda] extra brings them)"
 
 logger = logging.getLogger(__name__)
 
@@ -48,24 +54,83 @@ def fast_scan_active() -> bool:
     return selective_scan_patched_with(_dispatch_selective_scan)
 
 
-def mamba_code_path(device="cpu", model_type: str = "mamba") -> str:
-    """A short human-readable name of the selective-scan implementation used on ``device`` (the SSD implementation
-    for ``model_type="mamba2"``)."""
-    if model_type == "mamba2":
-        from .ssd import mamba2_code_path
+def code_path_label(model_type: str | None) -> str | None:
+    """``"Mamba code path"`` / ``"Mamba-2 code path"`` for those families, ``None`` for any other model type."""
+    return CODE_PATH_LABELS.get(model_type)
 
-        return mamba2_code_path(device)
+
+def mamba_code_path(device="cpu", model_type: str = "mamba") -> str | None:
+    """A short human-readable name of the selective-scan implementation used on ``device`` for ``model_type``
+    (``"mamba"``: the scan; ``"mamba2"``: the SSD), ``None`` for a model type that is neither.
+
+    On a CUDA device without mamba-ssm's kernels the name says so and how to get them (transformers' own warning
+    about it is dropped while a portable path runs)."""
+    if model_type not in CODE_PATH_LABELS:
+        return None
     device_type = getattr(device, "type", str(device)).split(":")[0]
+    if model_type == "mamba2":
+        from .ssd import MAMBA2_FAST_PATH_NAME, mamba2_code_path
+
+        path = mamba2_code_path(device)
+        if path == MAMBA2_FAST_PATH_NAME:
+            _mark_mamba2_path_logged()
+        if device_type == "cuda" and not path.startswith("mamba-ssm"):
+            path += _KERNEL_HINT
+        return path
     if device_type == "cuda" and cuda_kernels_available():
         return "CUDA kernels (mamba-ssm + causal-conv1d)"
     if fast_scan_active():
-        return _FAST_SCAN_NAME
+        return _FAST_SCAN_NAME + (_KERNEL_HINT if device_type == "cuda" else "")
     try:
         mambapy = importlib.util.find_spec("mambapy") is not None
     except ValueError:
         mambapy = False
     suffix = " + mambapy parallel scan when config.use_mambapy" if mambapy else ""
     return f"transformers PyTorch fallback{suffix}"
+
+
+def _mark_mamba2_path_logged() -> None:
+    """The caller reports the Mamba-2 path: the portable SSD's own first-use line would say it a second time."""
+    from . import ssd
+
+    ssd._logged = True
+
+
+#: transformers' functions (``use_kernel_func_from_hub_with_fallback`` names) that each portable path stands in for
+#: in a full-sequence forward; single-token decoding keeps transformers' recurrent update, whose warning stays.
+PORTABLE_STAND_INS = {
+    "mamba": frozenset({"selective_scan_fn", "mamba_inner_fn", "causal_conv1d_fn"}),
+    "mamba2": frozenset({"mamba_chunk_scan_combined", "mamba_split_conv1d_scan_combined", "causal_conv1d_fn"}),
+}
+#: The start of transformers' warning (``integrations/hub_kernels.py``, checked on 5.17 and 5.24), after the name.
+FALLBACK_WARNING = "is falling back to its reference PyTorch implementation"
+_HUB_KERNELS_LOGGER = "transformers.integrations.hub_kernels"
+
+
+class FallbackWarningFilter(logging.Filter):
+    """Drops transformers' "`<function>` is falling back to its reference PyTorch implementation ... much slower"
+    warning for a function that an active portable path stands in for: what runs then is the package's path, not
+    the slow reference the warning describes (and on a CPU there is no kernel to install)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if FALLBACK_WARNING not in message or not message.startswith("`"):
+            return True
+        name = message[1:].split("`", 1)[0]
+        from .ssd import mamba2_fast_path_active
+
+        active = {"mamba": fast_scan_active(), "mamba2": mamba2_fast_path_active()}
+        return not any(active[family] and name in names for family, names in PORTABLE_STAND_INS.items())
+
+
+_fallback_filter = FallbackWarningFilter()
+
+
+def _filter_fallback_warnings() -> None:
+    """Attach :class:`FallbackWarningFilter` to transformers' hub-kernels logger (idempotent)."""
+    hub_logger = logging.getLogger(_HUB_KERNELS_LOGGER)
+    if _fallback_filter not in hub_logger.filters:
+        hub_logger.addFilter(_fallback_filter)
 
 
 def _defer_to_transformers(device, use_associative_scan: bool = False) -> bool:
@@ -123,6 +188,7 @@ def enable_fast_scan() -> bool:
     """
     if os.environ.get(FAST_SCAN_ENV, "1").strip().lower() in {"0", "false", "no", "off"}:
         return fast_scan_active()
+    _filter_fallback_warnings()
     try:
         patch_mamba2_portable_ssd(install=True)
     except RuntimeError as error:

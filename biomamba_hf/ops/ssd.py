@@ -414,7 +414,10 @@ def mamba2_code_path(device="cpu") -> str:
     else:
         kernels = bool(getattr(modeling_mamba2, "is_fast_path_available", False))
     if device_type == "cuda" and kernels:
-        return "CUDA kernels (mamba-ssm)"
+        conv = _installed.get(_CONV_ATTRIBUTE, getattr(modeling_mamba2, _CONV_ATTRIBUTE, None))
+        if conv is None or _kernel_binding(conv):
+            return "mamba-ssm Triton SSD kernels + causal-conv1d"
+        return "mamba-ssm Triton SSD kernels + PyTorch conv1d (causal-conv1d not installed)"
     if mamba2_fast_path_active():
         return MAMBA2_FAST_PATH_NAME
     return "transformers PyTorch fallback (reference SSD)"
