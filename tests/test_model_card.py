@@ -5,16 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from helpers import tiny_config
+from helpers import tiny_config, tiny_mamba2_config
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from biomamba_hf import MambaForQuestionAnswering, hub, prepare_tokenizer_for_qa
+from biomamba_hf import MambaForQuestionAnswering, MambaForSequenceClassification, hub, prepare_tokenizer_for_qa
 
 REPO_ID = "LeoYML/biomamba-130m"
 FAKE_TOKEN = "hf_" + "Q7xK2mV9pL4rT8wN3bY6cZ1dF5gH0jS2aE"
@@ -77,7 +78,12 @@ def write_json(path: Path, value) -> None:
     path.write_text(json.dumps(value, indent=2), encoding="utf-8")
 
 
-def write_clm_run(run_dir: Path, results=CLM_RESULTS, args=CLM_ARGS) -> Path:
+def write_clm_run(run_dir: Path, results=CLM_RESULTS, args=CLM_ARGS, weights_from: Path | None = None) -> Path:
+    """The files run_clm.py records; with ``weights_from``, also the checkpoint (weights, config, tokenizer)."""
+    if weights_from is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for file in weights_from.iterdir():
+            shutil.copyfile(file, run_dir / file.name)
     log_history = [{"step": step, "loss": 3.2 - step / 2400, "learning_rate": 6e-4} for step in range(100, 4801, 100)]
     log_history += [{"step": step, "eval_loss": 2.4 - step / 3600} for step in range(1200, 4801, 1200)]
     write_json(run_dir / "all_results.json", results)
@@ -86,16 +92,40 @@ def write_clm_run(run_dir: Path, results=CLM_RESULTS, args=CLM_ARGS) -> Path:
     return run_dir
 
 
-def write_qa_run(run_dir: Path, tokenizer_dir: Path, results=QA_RESULTS) -> Path:
-    """A tiny QA checkpoint (weights, config, tokenizer) with the files run_qa.py records beside it."""
+def save_tiny_model(run_dir: Path, tokenizer_dir: Path, model_class) -> None:
+    """A tiny random ``model_class`` (Mamba or Mamba-2 head) saved with its tokenizer, as the scripts leave it."""
     from transformers import AutoTokenizer
+
+    from biomamba_hf.data.pubmedqa import LABELS
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
-    model = MambaForQuestionAnswering(tiny_config(len(tokenizer) + 3))
+    if model_class.__name__.startswith("Mamba2"):
+        config = tiny_mamba2_config((len(tokenizer) // 16 + 1) * 16)
+    else:
+        config = tiny_config(len(tokenizer) + 3)
+    if model_class.__name__.endswith("ForSequenceClassification"):
+        config.update(
+            {"num_labels": 3, "id2label": dict(enumerate(LABELS)), "label2id": {n: i for i, n in enumerate(LABELS)}}
+        )
+    model = model_class(config)
     prepare_tokenizer_for_qa(tokenizer, model)
     model.save_pretrained(run_dir)
     tokenizer.save_pretrained(run_dir)
+
+
+def start_args(start: Path | None) -> dict:
+    """``model_name_or_path`` and ``lineage`` of run_args.json for a run started from the folder ``start``."""
+    if start is None:
+        return {"model_name_or_path": "/scratch/runs/clm"}  # recorded before lineage existed; a folder elsewhere
+    return {"model_name_or_path": str(start), hub.LINEAGE_FIELD: hub.describe_start(str(start))}
+
+
+def write_qa_run(
+    run_dir: Path, tokenizer_dir: Path, results=QA_RESULTS, start: Path | None = None, model_class=None
+) -> Path:
+    """A tiny QA checkpoint (weights, config, tokenizer) with the files run_qa.py records beside it."""
+    save_tiny_model(run_dir, tokenizer_dir, model_class or MambaForQuestionAnswering)
     write_json(run_dir / "all_results.json", results)
     write_json(
         run_dir / "trainer_state.json",
@@ -103,15 +133,53 @@ def write_qa_run(run_dir: Path, tokenizer_dir: Path, results=QA_RESULTS) -> Path
     )
     write_json(
         run_dir / "run_args.json",
-        {"model_name_or_path": "/scratch/runs/clm", "max_seq_length": 512, "doc_stride": 128, "learning_rate": 5e-05,
+        {**start_args(start), "max_seq_length": 512, "doc_stride": 128, "learning_rate": 5e-05,
          "num_train_epochs": 3.0, "per_device_train_batch_size": 8, "world_size": 1, "seed": 42},
     )  # fmt: skip
     return run_dir
 
 
+# What examples/run_pubmedqa.py records with --do_train --do_eval --do_predict --max_steps 3 (Trainer.save_metrics).
+PUBMEDQA_RESULTS = {
+    "epoch": 0.0984,
+    "train_loss": 1.0931,
+    "train_samples": 450,
+    "pubmedqa_dev_accuracy": 0.46,
+    "pubmedqa_dev_macro_f1": 0.2100456621004566,
+    "pubmedqa_dev_loss": 1.0812,
+    "pubmedqa_dev_samples": 50,
+    "pubmedqa_test_accuracy": 0.552,
+    "pubmedqa_test_macro_f1": 0.23711340206185566,
+    "pubmedqa_test_loss": 1.0705,
+    "pubmedqa_test_samples": 500,
+}
+
+
+def write_pubmedqa_run(
+    run_dir: Path, tokenizer_dir: Path, results=PUBMEDQA_RESULTS, start: Path | None = None, model_class=None
+) -> Path:
+    """A tiny PubMedQA classifier with the files run_pubmedqa.py records beside it (3 steps: 0.0984 epochs)."""
+    save_tiny_model(run_dir, tokenizer_dir, model_class or MambaForSequenceClassification)
+    write_json(run_dir / "all_results.json", results)
+    write_json(
+        run_dir / "trainer_state.json",
+        {"global_step": 3, "max_steps": 3, "epoch": 0.09836065573770492, "num_train_epochs": 1,
+         "log_history": [{"step": s, "loss": 1.1 - s / 100} for s in (1, 2, 3)]},
+    )  # fmt: skip
+    write_json(
+        run_dir / "run_args.json",
+        {**start_args(start), "max_seq_length": 256, "max_question_length": 32, "dev_size": 50, "max_steps": 3,
+         "num_train_epochs": 3.0, "learning_rate": 2e-05, "per_device_train_batch_size": 16, "world_size": 1,
+         "seed": 42},
+    )  # fmt: skip
+    return run_dir
+
+
 @pytest.fixture
-def runs(tmp_path, tokenizer_dir):
-    return write_clm_run(tmp_path / "clm"), write_qa_run(tmp_path / "qa", tokenizer_dir)
+def runs(tmp_path, tokenizer_dir, clm_dir):
+    """A run_clm run (with its weights) and a QA run whose recorded lineage starts from it."""
+    clm_run = write_clm_run(tmp_path / "clm", weights_from=clm_dir)
+    return clm_run, write_qa_run(tmp_path / "qa", tokenizer_dir, start=clm_run)
 
 
 def eval_results_by_key(card: ModelCard, model_name: str = "biomamba-130m") -> dict[tuple[str, str, str], object]:
@@ -163,7 +231,7 @@ EXPECTED_BODY = r"""
 
 biomamba-130m is a \[Mamba\]\(https://arxiv.org/abs/2312.00752\) language model \(selective state-space model, no
 attention\) adapted to biomedical text following the BioMamba recipe: continued next-token pretraining on PubMed abstracts, then fine-tuning for extractive question answering on BioASQ factoid questions.
-It is packaged with `biomamba_hf`, which adds a `MambaForQuestionAnswering` head and an extractive
+It is packaged with `biomamba_hf`, which adds the `MambaForQuestionAnswering` head and an extractive
 question-answering pipeline to 🤗 Transformers.
 
 - \*\*Architecture:\*\* `MambaForQuestionAnswering` \([\d,]+ parameters, 2 layers, d_model 32, state size 8, vocabulary \d+\)
@@ -174,8 +242,12 @@ question-answering pipeline to 🤗 Transformers.
 
 ## Usage
 
+`biomamba_hf` is not published on PyPI: install it from a source checkout \(the folder with its `setup.cfg`\),
+directly or as a wheel built there:
+
 ```bash
-pip install biomamba_hf
+pip install -e .  # in the checkout
+pip wheel --no-deps -w dist . && pip install dist/biomamba_hf-[\w.]+-py3-none-any.whl
 ```
 
 `import biomamba_hf` registers `MambaForQuestionAnswering` with `AutoModelForQuestionAnswering` and the
@@ -193,19 +265,8 @@ tokenizer = AutoTokenizer.from_pretrained\("LeoYML/biomamba-130m"\)
 model = AutoModelForQuestionAnswering.from_pretrained\("LeoYML/biomamba-130m"\)
 ```
 
-Text generation uses the stock `MambaForCausalLM` \(its output layer is tied to the input embeddings\):
-
-```python
-from transformers import AutoTokenizer, MambaForCausalLM
-
-tokenizer = AutoTokenizer.from_pretrained\("LeoYML/biomamba-130m"\)
-model = MambaForCausalLM.from_pretrained\("LeoYML/biomamba-130m"\)
-input_ids = tokenizer\("Aspirin irreversibly inhibits", return_tensors="pt"\).input_ids
-print\(tokenizer.decode\(model.generate\(input_ids, max_new_tokens=20\)\[0\]\)\)
-```
-
-This checkpoint was fine-tuned for extractive QA, so its language-modelling quality may be below that of the
-continued-pretraining checkpoint; use the latter for generation.
+This checkpoint was fine-tuned for extractive QA; its language-modelling quality was not measured after
+fine-tuning, so use the causal-LM checkpoint it was fine-tuned from for generation.
 
 ## Training recipe
 
@@ -220,6 +281,7 @@ Next-token prediction on biomedical text with 🤗 `Trainer` \(`examples/run_clm
 \| validation data \| dev.jsonl.gz \|
 \| sequence length \(tokens\) \| 2048 \|
 \| max steps \| 4800 \|
+\| epochs run \| 0.9982 \|
 \| batch size per device \| 16 \|
 \| gradient accumulation steps \| 2 \|
 \| devices \| 8 \|
@@ -249,12 +311,12 @@ Start/end span prediction on BioASQ factoid questions with 🤗 `Trainer` \(`exa
 \| sequence length \(tokens\) \| 512 \|
 \| document stride \(tokens\) \| 128 \|
 \| max steps \| 60 \|
-\| epochs \| 3.0 \|
+\| epochs run \| 3.0 \|
 \| batch size per device \| 8 \|
 \| devices \| 1 \|
 \| peak learning rate \| 5e-05 \|
 \| seed \| 42 \|
-\| tokens per optimizer step \| 4,096 \|
+\| tokens per optimizer step \(at most\) \| 4,096 \|
 \| optimizer steps run \| 60 \|
 \| final mean training loss \| 2.0471 \|
 
@@ -297,7 +359,7 @@ tokens only \(padding is never scored\); perplexity is its exponential.
 - Mamba reads left to right, so when it reads "question, then context" each context token has seen the question but
   not the rest of the context; see the QA input layout above for how this checkpoint handles it.
 - BioASQ test sets are small \(150-161 factoid questions each\): differences of a few points are within noise.
-- The pretraining corpus is PubMed/PMC text in English; the model has not been evaluated on clinical notes or
+- The training text is biomedical literature in English; the model has not been evaluated on clinical notes or
   other languages.
 
 ## Citation
@@ -345,7 +407,7 @@ def test_missing_metrics_are_omitted_and_listed_as_not_measured(tmp_path, tokeni
     assert card.data.base_model is None  # the QA run started from a local folder: no Hub id is guessed
     assert "- **Base model:** a local checkpoint (`clm`)" in card.text
     assert "- BioASQ 5b factoid (test): Strict accuracy, Lenient accuracy, Mean reciprocal rank" in card.text
-    assert "- PubMed abstracts (validation): Cross-entropy (nats/token), Perplexity" in card.text
+    assert "PubMed abstracts" not in card.text  # the card of a QA run lists the QA metrics only
     assert "| BioASQ 5b factoid" not in card.text and "Language modelling on PubMed" not in card.text
     assert "### Continued pretraining" not in card.text and "### Fine-tuning for extractive QA" in card.text
 
@@ -419,7 +481,7 @@ def test_validation_and_test_splits_stay_separate_rows(tmp_path):
         ("PubMed abstracts", "test", "perplexity"): 3.0041660239464334,
     }
     assert "| PubMed abstracts (test) | 1.1000 | 3.004 |" in card.text
-    assert "**Not measured**" in card.text and "PubMed abstracts (test):" not in card.text
+    assert "**Not measured**" not in card.text  # nothing of its own task is missing; BioASQ is not its task
 
 
 @pytest.mark.parametrize(

@@ -35,11 +35,12 @@ EXPECTED_FILES = {
 
 
 @pytest.fixture
-def checkpoint(tmp_path, tokenizer_dir):
+def checkpoint(tmp_path, tokenizer_dir, clm_dir):
     """A QA run folder (tiny model, tokenizer, results) plus the pretraining run it continued from."""
-    qa_dir = write_qa_run(tmp_path / "qa", tokenizer_dir)
+    clm_run = write_clm_run(tmp_path / "clm", weights_from=clm_dir)
+    qa_dir = write_qa_run(tmp_path / "qa", tokenizer_dir, start=clm_run)
     torch.save({"hub_token": FAKE_TOKEN}, qa_dir / "training_args.bin")  # Trainer leaves this pickle behind
-    return qa_dir, write_clm_run(tmp_path / "clm")
+    return qa_dir, clm_run
 
 
 def expected_files(qa_dir: Path) -> set[str]:
@@ -125,12 +126,12 @@ def test_usage_snippets_of_the_card_run_as_written(checkpoint, tmp_path, capsys)
     qa_dir, clm_dir = checkpoint
     folder = hub.push_to_hub(qa_dir, REPO_ID, pretraining_dir=clm_dir, dry_run=True, dry_run_dir=tmp_path / "up")
     snippets = re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), flags=re.DOTALL)
-    assert len(snippets) == 2
+    assert len(snippets) == 1  # the QA card shows QA usage only
     for snippet in snippets:
         # The Hub id is the only thing replaced: the repository's files are those of the dry-run folder.
         exec(compile(snippet.replace(REPO_ID, str(folder)), "README.md", "exec"), {})
     printed = capsys.readouterr().out
-    assert "'answer':" in printed and "Aspirin irreversibly inhibits" in printed
+    assert "'answer':" in printed
 
 
 def test_push_prepares_one_commit_with_exactly_the_expected_files(checkpoint, monkeypatch, caplog, capsys):
@@ -249,7 +250,7 @@ def test_pickle_only_weights_and_incomplete_folders_are_refused(checkpoint, tmp_
     with pytest.raises(ValueError, match=r"has no tokenizer \(tokenizer_config.json\)"):
         hub.push_to_hub(qa_dir, REPO_ID, dry_run=True, dry_run_dir=tmp_path / "up")
     with pytest.raises(ValueError, match=r"has no config.json"):
-        hub.push_to_hub(tmp_path / "clm", REPO_ID, dry_run=True, dry_run_dir=tmp_path / "up")
+        hub.push_to_hub(write_clm_run(tmp_path / "bare"), REPO_ID, dry_run=True, dry_run_dir=tmp_path / "up")
     assert not (tmp_path / "up").exists()
 
 

@@ -1,22 +1,31 @@
 """Hub publishing: the model card (:mod:`.card`) and the one-commit push (:mod:`.push`)."""
 
 from .card import (
+    ARCHITECTURE_PIPELINES,
+    LINEAGE_FIELD,
     MODEL_INDEX_TABLE,
     ResultSpec,
     RunRecord,
     attach_model_card,
+    card_kwargs_for_start,
+    check_descent,
     collect_eval_results,
     count_parameters,
+    describe_start,
     load_run,
     lookup_metric,
     plot_training_curves,
     render_model_card,
+    resolve_stage_dirs,
     save_model_card,
     save_run_arguments,
+    weights_fingerprint,
 )
 from .push import MODEL_FILES, TOKENIZER_FILES, UploadPlan, format_file_list, plan_upload, push_to_hub
 
 __all__ = [
+    "ARCHITECTURE_PIPELINES",
+    "LINEAGE_FIELD",
     "MODEL_FILES",
     "MODEL_INDEX_TABLE",
     "TOKENIZER_FILES",
@@ -24,8 +33,11 @@ __all__ = [
     "RunRecord",
     "UploadPlan",
     "attach_model_card",
+    "card_kwargs_for_start",
+    "check_descent",
     "collect_eval_results",
     "count_parameters",
+    "describe_start",
     "format_file_list",
     "load_run",
     "lookup_metric",
@@ -33,6 +45,8 @@ __all__ = [
     "plot_training_curves",
     "push_to_hub",
     "render_model_card",
+    "resolve_stage_dirs",
     "save_model_card",
     "save_run_arguments",
+    "weights_fingerprint",
 ]

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..reliability import PICKLE_WEIGHT_SUFFIXES, format_bytes
 from .card import (
-    ARCHITECTURE_PIPELINES,
     CARD_FILE,
     PLOT_FILE,
     RUN_ARGS_FILE,
     TRAINER_STATE_FILE,
-    read_config,
+    check_descent,
     read_recorded_json,
     redact_secrets,
+    resolve_stage_dirs,
     save_model_card,
 )
 
@@ -75,11 +75,16 @@ def plan_upload(model_dir: str | os.PathLike, *, pretraining_dir: str | os.PathL
 
     Raises:
         ValueError: if the folder has no ``config.json``, no safetensors weights (with a hint when only pickle
-            weights are there) or no tokenizer.
+            weights are there) or no tokenizer, or if ``pretraining_dir`` is not a folder, is given for a causal
+            LM, or is not the run the fine-tuned model descends from (:func:`~biomamba_hf.hub.check_descent`).
     """
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ValueError(f"{model_dir} has no config.json: pass the folder written by model.save_pretrained().")
+    stage_dirs = resolve_stage_dirs(model_dir, pretraining_dir=pretraining_dir)
+    if pretraining_dir is not None and Path(pretraining_dir).resolve() != model_dir.resolve():
+        check_descent(model_dir, pretraining_dir)
+    pretraining_dir = stage_dirs.get("pretraining")
     files: dict[str, Path] = {}
     for name in MODEL_FILES:
         if (model_dir / name).is_file():
@@ -112,6 +117,11 @@ def plan_upload(model_dir: str | os.PathLike, *, pretraining_dir: str | os.PathL
         for pattern in METRICS_PATTERNS:
             for path in sorted(Path(run_dir).glob(pattern)):
                 files[prefix + path.name] = path
+        if prefix and not any(name.startswith(prefix) for name in files):
+            raise ValueError(
+                f"pretraining_dir {run_dir} holds no recorded results ({', '.join(METRICS_PATTERNS)}): pass the "
+                "output_dir of the run_clm.py run the model was fine-tuned from, or leave it out."
+            )
     skipped = sorted(p.name for p in model_dir.iterdir() if p.suffix in PICKLE_WEIGHT_SUFFIXES)
     if skipped:
         logger.info("Not uploading pickle files of %s: %s", model_dir, ", ".join(skipped))
@@ -163,14 +173,11 @@ def _stage(plan: UploadPlan, folder: Path, card_kwargs: Mapping[str, Any], pretr
             )
     # The card reads the staged copies, so it describes exactly what is uploaded.
     staged_pretraining = None
-    if pretraining_dir is not None:
-        staged_pretraining = folder / "pretraining" if (folder / "pretraining").is_dir() else folder
-    save_model_card(folder, pretraining_dir=staged_pretraining, qa_dir=_qa_dir_of(folder), **card_kwargs)
-
-
-def _qa_dir_of(folder: Path) -> Path | None:
-    architecture = (read_config(folder).get("architectures") or [""])[0]
-    return folder if ARCHITECTURE_PIPELINES.get(architecture) == "question-answering" else None
+    if pretraining_dir is not None:  # a separate run's files are under pretraining/; else it is the model's own run
+        separate = any(path.startswith("pretraining/") for path in plan.files)
+        staged_pretraining = folder / "pretraining" if separate else folder
+    # plan_upload checked the lineage on the original folders; the staged pretraining copy has no weights.
+    save_model_card(folder, pretraining_dir=staged_pretraining, verify_lineage=False, **card_kwargs)
 
 
 def _check_no_secrets(folder: Path, token: str | None) -> None:
