@@ -197,3 +197,53 @@ def test_run_pubmedqa_smoke_on_real_data(run_pubmedqa, tmp_path):
     model = AutoModelForSequenceClassification.from_pretrained(output_dir)
     assert isinstance(model, MambaForSequenceClassification)
     assert model.config.id2label == {0: "yes", 1: "no", 2: "maybe"}
+
+
+@pytest.mark.parametrize("start", ["mamba2_folder", "mamba2_random_init"])
+def test_run_pubmedqa_end_to_end_on_mamba2(run_pubmedqa, mamba2_clm_dir, tokenizer_dir, tmp_path, caplog, start):
+    """A Mamba2ForCausalLM folder and a random Mamba-2 init train, score and save a Mamba-2 classifier; the log names
+    the Mamba-2 code path once and nothing of Mamba-1."""
+    from transformers import AutoModelForSequenceClassification
+
+    from biomamba_hf import Mamba2ForSequenceClassification
+    from biomamba_hf.ops.ssd import MAMBA2_FAST_PATH_NAME
+
+    records = {str(1000 + i): record(i, LABELS[i % 3]) for i in range(24)}
+    test = {pmid: r["final_decision"] for pmid, r in list(records.items())[:6]}
+    write_folder(tmp_path / "data" / "pubmedqa", records, test)
+    if start == "mamba2_folder":
+        model_argv = ["--model_name_or_path", str(mamba2_clm_dir)]
+    else:
+        overrides = "hidden_size=32,expand=2,head_dim=16,num_heads=4,n_groups=1,state_size=16,num_hidden_layers=2"
+        model_argv = [
+            "--model_type",
+            "mamba2",
+            "--config_overrides",
+            overrides,
+            "--tokenizer_name",
+            str(tokenizer_dir),
+        ]
+    output_dir = tmp_path / "out"
+    with caplog.at_level("INFO"):
+        results = run_pubmedqa.main(
+            [
+                *model_argv,
+                "--data_dir", str(tmp_path / "data"),
+                "--dev_size", "4",
+                "--max_seq_length", "48",
+                "--per_device_train_batch_size", "8",
+                "--max_steps", "2",
+                "--do_train", "--do_eval", "--do_predict",
+                "--report_to", "none",
+                "--disable_tqdm", "true",
+                "--output_dir", str(output_dir),
+            ]
+        )  # fmt: skip
+    assert json.loads((output_dir / "all_results.json").read_text()) == pytest.approx(results)
+    assert results["pubmedqa_dev_samples"] == 4 and results["pubmedqa_test_samples"] == 6
+    assert 0.0 <= results["pubmedqa_test_accuracy"] <= 1.0
+    assert set(json.loads((output_dir / "predictions_pubmedqa_test.json").read_text())) == set(test)
+    model = AutoModelForSequenceClassification.from_pretrained(output_dir)
+    assert isinstance(model, Mamba2ForSequenceClassification) and model.config.num_labels == 3
+    code_paths = [r.getMessage() for r in caplog.records if "code path" in r.getMessage()]
+    assert code_paths == [f"Mamba-2 code path: {MAMBA2_FAST_PATH_NAME}"], code_paths

@@ -746,3 +746,74 @@ def test_only_a_causal_lm_run_counts_as_the_pretraining_stage_of_the_card(run_qa
     shutil.copy(clm_dir / "config.json", run / "config.json")
     (run / "all_results.json").write_text(json.dumps({"perplexity": 12.5}))
     assert run_qa.is_local_clm_run(str(run))
+
+
+# ---------------------------------------------------------------- Mamba-2 (issue 12): the script takes its checkpoints
+
+MAMBA2_OVERRIDES = "hidden_size=32,expand=2,head_dim=16,num_heads=4,n_groups=1,state_size=16,num_hidden_layers=2"
+
+
+@pytest.mark.parametrize("start", ["mamba2_folder", "mamba2_random_init"])
+def test_run_qa_end_to_end_on_mamba2(run_qa, bioasq_files, mamba2_clm_dir, tokenizer_dir, tmp_path, caplog, start):
+    """A Mamba2ForCausalLM folder (with LoRA on the family's default targets) and a random Mamba-2 init train, score
+    and save a Mamba-2 QA model; the run log names the Mamba-2 code path once and nothing of Mamba-1."""
+    from transformers import AutoModelForQuestionAnswering
+
+    from biomamba_hf import Mamba2ForQuestionAnswering
+    from biomamba_hf.ops.ssd import MAMBA2_FAST_PATH_NAME
+
+    if start == "mamba2_folder":
+        model_argv = ["--model_name_or_path", str(mamba2_clm_dir), "--use_lora"]
+    else:
+        model_argv = ["--model_type", "mamba2", "--config_overrides", f"{MAMBA2_OVERRIDES},chunk_size=4"]
+        model_argv += ["--tokenizer_name", str(tokenizer_dir)]
+    output_dir = tmp_path / "out"
+    argv = [
+        *model_argv,
+        "--train_golden_files", str(bioasq_files["train_golden"]),
+        "--test_dirs", str(bioasq_files["test_dir"]),
+        "--do_train", "--do_eval",
+        *common_args(output_dir, **{"--max_steps": 2}),
+    ]  # fmt: skip
+    with caplog.at_level("INFO"):
+        results = run_qa.main(argv)
+    assert read_results(output_dir) == pytest.approx(results)
+    assert 0.0 <= results["bioasq_4b_strict_acc"] <= results["bioasq_4b_lenient_acc"] <= 1.0
+    assert results["bioasq_4b_num_questions"] == 5
+    model = AutoModelForQuestionAnswering.from_pretrained(output_dir)
+    assert isinstance(model, Mamba2ForQuestionAnswering) and model.config.qa_layout == "question_first"
+    messages = [record.getMessage() for record in caplog.records]
+    code_paths = [m for m in messages if "code path" in m]
+    assert code_paths == [f"run: Mamba-2 code path: {MAMBA2_FAST_PATH_NAME}"], code_paths
+    if start == "mamba2_folder":  # the default targets are Mamba-2's (x_proj, Mamba-1's default, does not exist)
+        assert "run: LoRA: ['in_proj', 'embeddings']" in messages
+
+
+def test_lora_target_modules_default_to_the_model_family(run_qa):
+    model_args, _, _ = run_qa.parse_args(["--model_name_or_path", "x", "--output_dir", "o", "--use_lora"])
+    assert model_args.lora_targets is None  # add_lora / default_lora_targets pick per family
+    model_args, _, _ = run_qa.parse_args(
+        ["--model_name_or_path", "x", "--output_dir", "o", "--lora_target_modules", "in_proj, embeddings"]
+    )
+    assert model_args.lora_targets == ["in_proj", "embeddings"]
+    assert lora.default_lora_targets(qa_model_for("mamba")) == ("in_proj", "x_proj", "embeddings")
+    assert lora.default_lora_targets(qa_model_for("mamba2")) == ("in_proj", "embeddings")
+
+
+def qa_model_for(model_type):
+    from helpers import tiny_mamba2_config
+
+    from biomamba_hf import Mamba2ForQuestionAnswering, MambaForQuestionAnswering
+
+    if model_type == "mamba2":
+        return Mamba2ForQuestionAnswering(tiny_mamba2_config(vocab_size=64))
+    return MambaForQuestionAnswering(tiny_config(vocab_size=64))
+
+
+@pytest.mark.parametrize("model_type", ["mamba", "mamba2"])
+def test_resolve_layout_reads_the_layout_of_both_families(model_type):
+    config = qa_model_for(model_type).config
+    config.qa_layout = "repeat_context"
+    assert qa.resolve_layout(config) == "repeat_context"
+    del config.qa_layout  # a causal-LM config without a recorded layout: the default layout, not the pair template
+    assert qa.resolve_layout(config) == "question_first"
