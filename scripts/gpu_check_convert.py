@@ -17,6 +17,9 @@ Run from the repository root (the machine needs mamba_ssm 2.x with its CUDA/Trit
 
     PYTHONPATH=. python scripts/gpu_check_convert.py
 
+Measured on one H200 (torch 2.11+cu130, transformers 5.17, mamba_ssm 2.3.2.post1), all cases pass: fp32 max abs
+diffs 2.3e-5 / 1.2e-6 (Mamba-1) and 7.0e-4 / 9.2e-6 (Mamba-2) against max |logits| of 79 / 2.8 and 108 / 2.9.
+
 Exit status 0 when every case passes, 1 when any fails, 2 when the machine cannot run the check.
 """
 
@@ -279,12 +282,6 @@ def main(argv=None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     print("environment: " + ", ".join(f"{k}={v}" for k, v in info.items()))
-    try:
-        from transformers.models.mamba import modeling_mamba
-
-        print(f"transformers Mamba-1 fast path available: {getattr(modeling_mamba, 'is_fast_path_available', '?')}")
-    except ImportError:
-        pass
     print(f"tolerances: fp32 {FP32_RTOL} x max(1, max|logits|); bf16 {BF16_FACTOR} x mamba_ssm's own bf16 error "
           f"+ {BF16_RTOL} x max(1, max|logits|)")  # fmt: skip
 
