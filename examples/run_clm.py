@@ -121,6 +121,13 @@ class DataTrainingArguments:
         metadata={"help": "A dataset on the Hub (e.g. ncbi/pubmed) or a local dataset folder, for `load_dataset`."},
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder that relative --train_file/--validation_file paths (and a --tokenizer_name folder found "
+            "there) are read from (default: $BIOMAMBA_DATA_DIR, else the working directory)."
+        },
+    )
     train_file: str | None = field(
         default=None, metadata={"help": "Training text: .txt (one document per line), .json or .jsonl, or .gz of any."}
     )
@@ -163,6 +170,7 @@ class DataTrainingArguments:
             raise ValueError("No data: pass --train_file and/or --validation_file, or --dataset_name.")
         if self.dataset_name is not None and (self.train_file is not None or self.validation_file is not None):
             raise ValueError("Pass either --dataset_name or --train_file/--validation_file, not both.")
+        self.resolve_data_files()
         if self.train_file is not None:
             file_format(self.train_file, "--train_file")
         if self.validation_file is not None:
@@ -177,6 +185,26 @@ class DataTrainingArguments:
             raise ValueError(
                 f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}"
             )
+
+    def resolve_data_files(self) -> None:
+        """Read relative data files from ``--data_dir`` (default ``$BIOMAMBA_DATA_DIR``), as run_qa and run_pubmedqa
+        do; a relative file that is missing without a data folder gets a message that says where it was looked for."""
+        from biomamba_hf.script_utils import resolve_data_path
+
+        if self.data_dir is None:
+            self.data_dir = os.environ.get("BIOMAMBA_DATA_DIR") or None
+        if self.data_dir is not None and not os.path.isdir(self.data_dir):
+            raise ValueError(f"--data_dir {self.data_dir} is not a directory (relative data paths are read from it).")
+        for name in ("train_file", "validation_file"):
+            path = getattr(self, name)
+            if path is None:
+                continue
+            if self.data_dir is None and not os.path.isabs(path) and not os.path.exists(path):
+                raise ValueError(
+                    f"--{name} {path}: no such file in the working directory. Relative data paths are read from "
+                    "--data_dir or $BIOMAMBA_DATA_DIR (both unset): pass the data folder with one of them."
+                )
+            setattr(self, name, str(resolve_data_path(path, self.data_dir)))
 
 
 def demo_arguments(output_dir: str = "demo_output") -> list[str]:
@@ -227,7 +255,14 @@ def parse_args(argv: list[str] | None = None):
     if not argv:
         argv = demo_arguments()
         print("No arguments: running the embedded demo, i.e. examples/run_clm.py " + " ".join(argv), flush=True)
-    return parse_arguments((ModelArguments, DataTrainingArguments, CLMTrainingArguments), argv)
+    model_args, data_args, training_args = parse_arguments(
+        (ModelArguments, DataTrainingArguments, CLMTrainingArguments), argv
+    )
+    if data_args.data_dir and model_args.tokenizer_name:  # a tokenizer folder inside the data folder (the configs')
+        candidate = os.path.join(data_args.data_dir, model_args.tokenizer_name)
+        if not os.path.isabs(model_args.tokenizer_name) and os.path.isdir(candidate):
+            model_args.tokenizer_name = candidate
+    return model_args, data_args, training_args
 
 
 def _config_source(name: str, argument: str) -> str:
