@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,10 @@ class PushArguments:
     repo_id: str = field(metadata={"help": "Hub repository, e.g. LeoYML/biomamba-130m."})
     pretraining_dir: str | None = field(
         default=None,
-        metadata={"help": "Output folder of the run_clm run the checkpoint continues from (its metrics and curve)."},
+        metadata={
+            "help": "Output folder of the run_clm run the checkpoint was fine-tuned from (its metrics and curve go on "
+            "the card). The fine-tuning run's recorded lineage (run_args.json) must show it started from these weights."
+        },
     )
     revision: str | None = field(default=None, metadata={"help": "Branch to push to; created when missing."})
     private: bool = field(default=False, metadata={"help": "Create the repository as private (new repos only)."})
@@ -48,7 +52,20 @@ class PushArguments:
         },
     )
 
+    install_command: str | None = field(
+        default=None,
+        metadata={
+            "help": "Install line of the card's usage section (default: biomamba_hf is not on PyPI; install it from "
+            "a source checkout or a wheel built there)."
+        },
+    )
+
     def __post_init__(self):
+        if self.pretraining_dir is not None and not Path(self.pretraining_dir).is_dir():
+            raise ValueError(
+                f"--pretraining_dir {self.pretraining_dir} does not exist or is not a folder: pass the output_dir of "
+                "the run_clm.py run the model was fine-tuned from, or leave --pretraining_dir out."
+            )
         if self.repo_id.count("/") > 1 or not self.repo_id.strip("/"):
             raise ValueError(f"--repo_id {self.repo_id!r} is not a Hub repo id; use 'namespace/name' or 'name'.")
         if self.dry_run and not self.dry_run_dir:
@@ -82,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         dry_run_dir=args.dry_run_dir,
         commit_message=args.commit_message,
         base_model=args.base_model,
+        install_command=args.install_command,
     )
     if args.dry_run:
         print(f"Dry run: nothing was uploaded. The folder that would be pushed to {args.repo_id} is {result}:")

@@ -114,8 +114,8 @@ def save_tiny_model(run_dir: Path, tokenizer_dir: Path, model_class) -> None:
     tokenizer.save_pretrained(run_dir)
 
 
-def start_args(start: Path | None) -> dict:
-    """``model_name_or_path`` and ``lineage`` of run_args.json for a run started from the folder ``start``."""
+def start_args(start: Path | str | None) -> dict:
+    """``model_name_or_path`` and ``lineage`` of run_args.json for a run started from ``start`` (folder or Hub id)."""
     if start is None:
         return {"model_name_or_path": "/scratch/runs/clm"}  # recorded before lineage existed; a folder elsewhere
     return {"model_name_or_path": str(start), hub.LINEAGE_FIELD: hub.describe_start(str(start))}
@@ -573,3 +573,275 @@ def test_trainer_create_model_card_and_push_to_hub_write_the_same_card(tmp_path,
     assert (output_dir / "README.md").read_text() == expected
     assert len(uploads) == 1 and uploads[0]["repo_id"] == REPO_ID
     assert Path(uploads[0]["folder_path"]) == output_dir
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One card per task, named family, what ran, how to install (issue 14 section 2, issue 12 items 2 and 5)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_a_pubmedqa_card_is_a_text_classification_card_with_its_own_metrics(tmp_path, tokenizer_dir):
+    run_dir = write_pubmedqa_run(tmp_path / "pubmedqa", tokenizer_dir, start="state-spaces/mamba-130m-hf")
+    card = ModelCard.load(hub.save_model_card(run_dir, repo_id="someone/biomamba-pubmedqa"))
+
+    assert card.data.pipeline_tag == "text-classification"
+    assert card.data.base_model == "state-spaces/mamba-130m-hf"
+    assert card.data.datasets == ["pubmed_qa"]
+    results = eval_results_by_key(card, "biomamba-pubmedqa")
+    assert {key: r.metric_value for key, r in results.items()} == {
+        ("PubMedQA (PQA-L)", "test", "accuracy"): PUBMEDQA_RESULTS["pubmedqa_test_accuracy"],
+        ("PubMedQA (PQA-L)", "test", "f1"): PUBMEDQA_RESULTS["pubmedqa_test_macro_f1"],
+        ("PubMedQA (PQA-L)", "validation", "accuracy"): PUBMEDQA_RESULTS["pubmedqa_dev_accuracy"],
+        ("PubMedQA (PQA-L)", "validation", "f1"): PUBMEDQA_RESULTS["pubmedqa_dev_macro_f1"],
+    }  # the losses of the run (pubmedqa_*_loss) are not PubMed perplexities
+    assert results[("PubMedQA (PQA-L)", "test", "f1")].metric_args["average"] == "macro"
+    assert results[("PubMedQA (PQA-L)", "test", "accuracy")].metric_args["examples_scored"] == 500
+    assert results[("PubMedQA (PQA-L)", "test", "accuracy")].task_type == "text-classification"
+
+    text = card.text
+    assert "run_clm.py" not in text and "Continued pretraining" not in text and "run_qa.py" not in text
+    assert "### Fine-tuning for PubMedQA classification" in text and "`examples/run_pubmedqa.py`" in text
+    assert re.search(
+        r"model = AutoModelForSequenceClassification\.from_pretrained\(\"someone/biomamba-pubmedqa\"\)", text
+    )
+    assert "max_seq_length=256,\n    max_question_length=32," in text  # the lengths the run recorded
+    assert 'pipeline("question-answering"' not in text and "AutoModelForQuestionAnswering" not in text
+    assert "predicts one of `yes`, `no`, `maybe`" in text.replace("\n", " ")
+    assert "| PubMedQA (PQA-L) (test) | 0.5520 | 0.2371 | 500 |" in text
+    assert "| PubMedQA (PQA-L) (validation) | 0.4600 | 0.2100 | 50 |" in text
+    assert "BioASQ" not in text and "PubMed abstracts" not in text and "**Not measured**" not in text
+    # What ran (3 steps = 0.0984 epochs), not the configured 3.0 epochs.
+    assert "| epochs run | 0.0984 |" in text and "| epochs | 3.0 |" not in text and "| max steps | 3 |" in text
+
+    partial = {**PUBMEDQA_RESULTS, "pubmedqa_test_samples": 100}
+    write_json(run_dir / "all_results.json", partial)
+    text = ModelCard.load(hub.save_model_card(run_dir, repo_id="someone/biomamba-pubmedqa")).text
+    assert "Only 100 of the 500 official test questions were\nscored (`--max_eval_samples`)" in text
+
+
+def test_epochs_without_a_record_of_what_ran_are_labelled_as_configured(tmp_path, tokenizer_dir):
+    run_dir = write_pubmedqa_run(tmp_path / "pubmedqa", tokenizer_dir, results={"pubmedqa_test_accuracy": 0.5})
+    (run_dir / "trainer_state.json").unlink()
+    text = hub.save_model_card(run_dir).read_text()
+    assert "| epochs (configured; the epochs run were not recorded) | 3.0 |" in text
+    assert "| epochs run |" not in text
+
+
+ARCHITECTURES = [
+    ("MambaForCausalLM", "text-generation", "Mamba"),
+    ("MambaForQuestionAnswering", "question-answering", "Mamba"),
+    ("MambaForSequenceClassification", "text-classification", "Mamba"),
+    ("Mamba2ForCausalLM", "text-generation", "Mamba-2"),
+    ("Mamba2ForQuestionAnswering", "question-answering", "Mamba-2"),
+    ("Mamba2ForSequenceClassification", "text-classification", "Mamba-2"),
+]
+
+
+def model_class_named(name: str):
+    import transformers
+
+    import biomamba_hf
+
+    return getattr(biomamba_hf, name, None) or getattr(transformers, name)
+
+
+@pytest.mark.parametrize(("architecture", "pipeline_tag", "family"), ARCHITECTURES)
+def test_each_architecture_gets_its_task_and_family(tmp_path, tokenizer_dir, architecture, pipeline_tag, family):
+    assert hub.ARCHITECTURE_PIPELINES[architecture] == pipeline_tag
+    run_dir = tmp_path / "run"
+    save_tiny_model(run_dir, tokenizer_dir, model_class_named(architecture))
+    write_json(run_dir / "trainer_state.json", {"global_step": 2, "epoch": 0.5, "log_history": []})
+    card = ModelCard.load(hub.save_model_card(run_dir, repo_id="someone/tiny"))
+
+    assert card.data.pipeline_tag == pipeline_tag
+    tag, other = ("mamba2", "mamba") if family == "Mamba-2" else ("mamba", "mamba2")
+    assert tag in card.data.tags and other not in card.data.tags
+    paper = {"Mamba": "2312.00752", "Mamba-2": "2405.21060"}[family]
+    assert card.text.startswith("\n<!--") and f"tiny is a [{family}](https://arxiv.org/abs/{paper})" in card.text
+    assert f"- **Architecture:** `{architecture}`" in card.text
+    # Nothing recorded where the model started: no base model is claimed (never mamba-130m for a Mamba-2 model).
+    assert card.data.base_model is None and "mamba-130m" not in card.text
+    assert "- **Base model:** not recorded (no run_args.json)" in card.text
+    usage = {
+        "text-generation": f'model = {family.replace("-", "")}ForCausalLM.from_pretrained("someone/tiny")',
+        "question-answering": 'qa = pipeline("question-answering", model="someone/tiny")',
+        "text-classification": 'model = AutoModelForSequenceClassification.from_pretrained("someone/tiny")',
+    }
+    assert [task for task, line in usage.items() if line in card.text] == [pipeline_tag]
+    assert ("Dao, Tri and Gu, Albert" in card.text) == (family == "Mamba-2")
+    if family == "Mamba-2":
+        assert "heads of 16" in card.text  # Mamba-2's own shape facts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", ["MambaForSequenceClassification", "Mamba2ForSequenceClassification",
+                                          "Mamba2ForCausalLM"])  # fmt: skip
+def test_usage_snippet_of_each_task_runs_as_written(tmp_path, tokenizer_dir, architecture, capsys):
+    run_dir = tmp_path / "run"
+    save_tiny_model(run_dir, tokenizer_dir, model_class_named(architecture))
+    write_json(run_dir / "run_args.json", {"model_name_or_path": None, "max_seq_length": 64})
+    snippets = re.findall(r"```python\n(.*?)```", hub.save_model_card(run_dir, repo_id=REPO_ID).read_text(), re.DOTALL)
+    assert len(snippets) == 1
+    exec(compile(snippets[0].replace(REPO_ID, str(run_dir)), "README.md", "exec"), {})
+    printed = capsys.readouterr().out.strip()
+    if architecture.endswith("ForSequenceClassification"):
+        assert printed in ("yes", "no", "maybe")
+    else:
+        assert printed.startswith("Aspirin irreversibly inhibits")
+
+
+def test_metrics_come_from_the_run_of_their_own_task(tmp_path, tokenizer_dir):
+    # run_qa's own evaluation loss is not a PubMed cross-entropy; a classifier's test_loss is not a perplexity.
+    qa_dir = write_qa_run(tmp_path / "qa", tokenizer_dir, results={**QA_RESULTS, "eval_loss": 0.5, "test_loss": 0.7})
+    card = ModelCard.load(hub.save_model_card(qa_dir, repo_id=REPO_ID))
+    assert all(r.dataset_type == "bioasq" for r in card.data.eval_results)
+    assert "Cross-entropy" not in card.content and "Language modelling" not in card.text
+
+
+def test_install_instruction_is_one_that_works(runs):
+    clm_dir, qa_dir = runs
+    text = hub.save_model_card(qa_dir, pretraining_dir=clm_dir).read_text()
+    assert "pip install biomamba_hf\n" not in text  # not on PyPI: that line fails
+    from biomamba_hf import __version__
+
+    assert "`biomamba_hf` is not published on PyPI: install it from a source checkout" in text
+    assert (
+        f"pip install -e .  # in the checkout\npip wheel --no-deps -w dist . && pip install dist/biomamba_hf-{__version__}-py3-none-any.whl"
+        in text
+    )
+    command = 'pip install "biomamba_hf @ git+https://example.org/biomamba_hf.git"'
+    text = hub.save_model_card(qa_dir, pretraining_dir=clm_dir, install_command=command).read_text()
+    assert f"```bash\n{command}\n```" in text and "not published on PyPI" not in text
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Lineage: a pretraining run is shown only on the card of a model fine-tuned from it
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_run_arguments_record_the_start_checkpoint(tmp_path, clm_dir):
+    import hashlib
+
+    @dataclasses.dataclass
+    class ModelArguments:
+        model_name_or_path: str | None = None
+        model_revision: str = "main"
+
+    recorded = json.loads(hub.save_run_arguments(tmp_path / "a", ModelArguments(str(clm_dir))).read_text())
+    sha = hashlib.sha256((clm_dir / "model.safetensors").read_bytes()).hexdigest()
+    assert recorded["lineage"] == {
+        "format": 1,
+        "kind": "local",
+        "model_name_or_path": str(clm_dir),
+        "path": str(clm_dir.resolve()),
+        "weights_sha256": {"model.safetensors": sha},
+    }
+    recorded = json.loads(
+        hub.save_run_arguments(tmp_path / "b", ModelArguments("state-spaces/mamba2-130m")).read_text()
+    )
+    assert recorded["lineage"] == {
+        "format": 1, "kind": "hub", "model_name_or_path": "state-spaces/mamba2-130m", "revision": "main"
+    }  # fmt: skip
+    recorded = json.loads(hub.save_run_arguments(tmp_path / "c", ModelArguments()).read_text())
+    assert recorded["lineage"] == {"format": 1, "kind": "random_init"}
+    assert recorded["model_name_or_path"] is None and recorded["model_revision"] == "main"  # arguments unchanged
+
+
+def test_a_missing_pretraining_dir_is_refused(runs, tmp_path):
+    _, qa_dir = runs
+    missing = tmp_path / "no-such-run"
+    with pytest.raises(
+        ValueError, match=rf"pretraining_dir {re.escape(str(missing))} does not exist or is not a folder"
+    ):
+        hub.save_model_card(qa_dir, pretraining_dir=missing)
+    assert not (qa_dir / "README.md").exists()
+
+
+def test_a_pretraining_run_the_model_does_not_descend_from_is_refused(runs, tmp_path, mamba2_clm_dir):
+    clm_run, qa_dir = runs
+    sha = r"model\.safetensors sha256 [0-9a-f]{12}"
+    other = write_clm_run(tmp_path / "other-clm", weights_from=mamba2_clm_dir)
+    with pytest.raises(ValueError) as error:
+        hub.save_model_card(qa_dir, pretraining_dir=other)
+    assert re.search(
+        rf"{re.escape(str(qa_dir))} was fine-tuned from the local checkpoint {re.escape(str(clm_run.resolve()))} "
+        rf"\({sha}\) \({re.escape(str(qa_dir / 'run_args.json'))}, field 'lineage'\), but pretraining_dir "
+        rf"{re.escape(str(other))} holds {sha}: it is not the checkpoint the run started from, so its metrics would "
+        r"describe another model\. Pass as pretraining_dir",
+        str(error.value),
+    ), error.value
+    assert not (qa_dir / "README.md").exists()
+
+    # The same folder, retrained after the fine-tuning started: its weights (and metrics) are of another model.
+    shutil.copyfile(mamba2_clm_dir / "model.safetensors", clm_run / "model.safetensors")
+    with pytest.raises(ValueError, match="it was retrained or overwritten after the fine-tuning started"):
+        hub.save_model_card(qa_dir, pretraining_dir=clm_run)
+
+
+def test_descent_is_checked_on_the_weights_so_a_moved_run_still_matches(runs, tmp_path):
+    clm_run, qa_dir = runs
+    moved = Path(shutil.copytree(clm_run, tmp_path / "moved" / "clm"))
+    card = ModelCard.load(hub.save_model_card(qa_dir, pretraining_dir=moved, repo_id=REPO_ID))
+    assert "### Continued pretraining" in card.text
+
+
+def test_a_run_from_the_hub_or_an_unrecorded_start_is_not_combined(tmp_path, tokenizer_dir, clm_dir):
+    clm_run = write_clm_run(tmp_path / "clm", weights_from=clm_dir)
+    from_hub = write_qa_run(tmp_path / "qa-hub", tokenizer_dir, start="state-spaces/mamba-130m-hf")
+    with pytest.raises(ValueError, match=r"was fine-tuned from the Hub checkpoint state-spaces/mamba-130m-hf \(revision "
+                       r"main\) .* but pretraining_dir .*/clm holds model\.safetensors sha256"):  # fmt: skip
+        hub.save_model_card(from_hub, pretraining_dir=clm_run)
+    legacy = write_qa_run(tmp_path / "qa-legacy", tokenizer_dir)  # run_args.json without lineage
+    with pytest.raises(ValueError, match=r"run_args.json says the run started from /scratch/runs/clm, not from "
+                       r"pretraining_dir .*/clm: its metrics would describe another model"):  # fmt: skip
+        hub.save_model_card(legacy, pretraining_dir=clm_run)
+
+
+def test_a_causal_lm_card_or_another_task_folder_is_refused(runs, tmp_path, tokenizer_dir):
+    clm_run, qa_dir = runs
+    with pytest.raises(ValueError, match=r"holds a MambaForCausalLM, whose card shows its own run_clm run"):
+        hub.save_model_card(clm_run, pretraining_dir=qa_dir)
+    pubmedqa = write_pubmedqa_run(tmp_path / "pubmedqa", tokenizer_dir)
+    with pytest.raises(
+        ValueError, match=r"holds a MambaForSequenceClassification \(text-classification\), but qa_dir"
+    ):
+        hub.save_model_card(pubmedqa, qa_dir=qa_dir)
+
+
+@pytest.mark.slow
+def test_run_pubmedqa_writes_a_classification_card_with_its_lineage(tmp_path, tokenizer_dir, mamba2_clm_dir):
+    from helpers import example_script
+    from test_pubmedqa import record, write_folder
+
+    from biomamba_hf.data.pubmedqa import LABELS as PUBMEDQA_LABELS
+
+    records = {str(1000 + i): record(i, PUBMEDQA_LABELS[i % 3]) for i in range(24)}
+    write_folder(
+        tmp_path / "data" / "pubmedqa", records, {p: r["final_decision"] for p, r in list(records.items())[:6]}
+    )
+    output_dir = tmp_path / "out"
+    with example_script("run_pubmedqa") as run_pubmedqa:
+        results = run_pubmedqa.main(
+            [
+                "--model_name_or_path", str(mamba2_clm_dir),
+                "--data_dir", str(tmp_path / "data"),
+                "--dev_size", "4", "--max_seq_length", "48", "--per_device_train_batch_size", "8",
+                "--max_steps", "2", "--do_train", "--do_eval", "--do_predict",
+                "--report_to", "none", "--disable_tqdm", "true", "--output_dir", str(output_dir),
+            ]
+        )  # fmt: skip
+    lineage = json.loads((output_dir / "run_args.json").read_text())["lineage"]
+    assert lineage["kind"] == "local" and lineage["weights_sha256"] == hub.weights_fingerprint(mamba2_clm_dir)
+    card = ModelCard.load(output_dir / "README.md")
+    assert card.data.pipeline_tag == "text-classification" and "mamba2" in card.data.tags
+    assert card.data.base_model is None and "mamba-130m" not in card.text
+    assert "[Mamba-2](https://arxiv.org/abs/2405.21060)" in card.text and "run_clm.py" not in card.text
+    values = {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert values == {
+        ("test", "accuracy"): results["pubmedqa_test_accuracy"],
+        ("test", "f1"): results["pubmedqa_test_macro_f1"],
+        ("validation", "accuracy"): results["pubmedqa_dev_accuracy"],
+        ("validation", "f1"): results["pubmedqa_dev_macro_f1"],
+    }
+    epoch = json.loads((output_dir / "trainer_state.json").read_text())["epoch"]
+    assert f"| epochs run | {round(epoch, 4)} |" in card.text

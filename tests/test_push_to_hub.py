@@ -271,3 +271,49 @@ def test_example_script_dry_run_prints_the_file_list(checkpoint, tmp_path, monke
         push_to_hub.main([*argv, "--dry_run_dir", str(tmp_path / "up")])
     with pytest.raises(ValueError, match=r"--dry_run writes the folder it would upload: pass --dry_run_dir"):
         push_to_hub.main(argv)
+
+
+def test_a_pretraining_run_the_model_does_not_descend_from_is_not_pushed(checkpoint, tmp_path, mamba2_clm_dir):
+    qa_dir, _ = checkpoint
+    other = write_clm_run(tmp_path / "other-clm", weights_from=mamba2_clm_dir)
+    with pytest.raises(ValueError, match=r"was fine-tuned from the local checkpoint .*/clm .* but pretraining_dir "
+                       r".*/other-clm holds model\.safetensors sha256 [0-9a-f]{12}: it is not the checkpoint"):  # fmt: skip
+        hub.push_to_hub(qa_dir, REPO_ID, pretraining_dir=other, dry_run=True, dry_run_dir=tmp_path / "up")
+    assert not (tmp_path / "up").exists()
+
+
+def test_a_missing_pretraining_dir_stops_the_script(checkpoint, tmp_path, monkeypatch):
+    qa_dir, _ = checkpoint
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    monkeypatch.delitem(sys.modules, "push_to_hub", raising=False)
+    import push_to_hub
+
+    missing = tmp_path / "typo-clm"
+    argv = ["--model_dir", str(qa_dir), "--repo_id", REPO_ID, "--pretraining_dir", str(missing), "--dry_run"]
+    with pytest.raises(ValueError, match=rf"--pretraining_dir {re.escape(str(missing))} does not exist or is not a"):
+        push_to_hub.main([*argv, "--dry_run_dir", str(tmp_path / "up")])
+    with pytest.raises(ValueError, match=r"pretraining_dir .*typo-clm does not exist or is not a folder"):
+        hub.push_to_hub(qa_dir, REPO_ID, pretraining_dir=missing, dry_run=True, dry_run_dir=tmp_path / "up")
+    assert not (tmp_path / "up").exists()
+
+
+@pytest.mark.parametrize("architecture", ["Mamba2ForCausalLM", "Mamba2ForQuestionAnswering",
+                                          "Mamba2ForSequenceClassification"])  # fmt: skip
+def test_mamba2_checkpoints_are_pushed_with_a_mamba2_card(tmp_path, tokenizer_dir, mamba2_clm_dir, architecture):
+    from test_model_card import model_class_named, save_tiny_model, start_args
+
+    from biomamba_hf.hub.card import ARCHITECTURE_PIPELINES
+
+    run_dir = tmp_path / "run"
+    save_tiny_model(run_dir, tokenizer_dir, model_class_named(architecture))
+    write_json(run_dir / "run_args.json", start_args(mamba2_clm_dir))
+    write_json(run_dir / "all_results.json", {"train_loss": 1.5, "epoch": 0.25})
+    folder = hub.push_to_hub(run_dir, "someone/tiny-mamba2", dry_run=True, dry_run_dir=tmp_path / "up")
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.pipeline_tag == ARCHITECTURE_PIPELINES[architecture]
+    assert "mamba2" in card.data.tags and "mamba" not in card.data.tags
+    assert "[Mamba-2](https://arxiv.org/abs/2405.21060)" in card.text and f"`{architecture}`" in card.text
+    assert card.data.base_model is None and "mamba-130m" not in card.text  # started from a local Mamba-2 folder
+    assert "| epochs run | 0.25 |" in card.text
+    model = model_class_named(architecture).from_pretrained(folder)
+    assert type(model).__name__ == architecture
