@@ -22,8 +22,10 @@ Hooking in (:func:`install_mamba2_fast_path`), by what the installed transformer
 * ``modeling_mamba2.mamba2_chunk_scan`` (newer releases: the mixer calls this module-level function, which
   transformers binds to mamba-ssm's ``mamba_chunk_scan_combined`` when that imports, else to its reference): the name
   is rebound to a dispatcher that keeps the original for CUDA tensors when it is mamba-ssm's kernel and calls
-  :func:`mamba2_chunk_scan` otherwise. This covers training, scoring and a prompt's prefill with a cache (initial and
-  final states); single-token decoding steps keep transformers' recurrent update.
+  :func:`mamba2_chunk_scan` otherwise; ``causal_conv1d_fn`` likewise goes to :func:`causal_conv1d` (on CPU,
+  ``F.conv1d``'s depthwise backward alone took seconds per layer). This covers training, scoring and a prompt's
+  prefill with a cache (initial and final states); single-token decoding steps keep transformers' recurrent update.
+  The gated RMSNorm stays transformers' (its float32 intermediates, linear in the length, stay with autograd).
 * ``Mamba2Mixer.torch_forward`` (older releases: ``forward`` picks ``cuda_kernels_forward`` for CUDA with the kernels,
   else ``torch_forward``): the method is replaced at class level by :func:`mamba2_forward`, which runs the full-sequence
   forward (in_proj, conv, SSD, the module's own gated RMSNorm and out_proj, the gated norm included in the recomputed
@@ -250,11 +252,15 @@ def _mixer_middle(mixer, projected_states, attention_mask):
 def mamba2_forward(mixer, hidden_states, cache_params=None, attention_mask=None, *args, **kwargs):
     """``Mamba2Mixer.torch_forward`` with the portable SSD: the same result, memory linear in the length.
 
-    Calls with a cache (prefill and decoding) go to transformers' own ``torch_forward``; extra positional arguments of
-    older signatures (``cache_position``) are read by name from the original's signature by the installed method.
+    Calls with a cache (prefill and decoding) go to transformers' own ``torch_forward`` (to the mixer's ``forward``
+    on releases without one); extra positional arguments of older signatures (``cache_position``) are read by name
+    from the original's signature by the installed method.
     """
     if cache_params is not None:
-        return _original_torch_forward()(mixer, hidden_states, cache_params, attention_mask, *args, **kwargs)
+        original = _original_torch_forward()
+        if original is None:
+            return mixer.forward(hidden_states, cache_params, attention_mask)
+        return original(mixer, hidden_states, cache_params, attention_mask, *args, **kwargs)
     _log_path_once()
     dtype = hidden_states.dtype
     hidden_states = _apply_mask_to_padding_states(hidden_states, attention_mask)
@@ -276,7 +282,7 @@ def _apply_mask_to_padding_states(hidden_states, attention_mask):
 def _original_torch_forward():
     from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer
 
-    return _installed.get(_TORCH_FORWARD_ATTRIBUTE, Mamba2Mixer.torch_forward)
+    return _installed.get(_TORCH_FORWARD_ATTRIBUTE, getattr(Mamba2Mixer, _TORCH_FORWARD_ATTRIBUTE, None))
 
 
 def _torch_forward_replacement(original):
