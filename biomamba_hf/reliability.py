@@ -4,6 +4,8 @@ safe (safetensors-only) loading. Details: docs/modules.md.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import math
@@ -22,10 +24,12 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "COMPLETE_MARKER",
     "CheckpointCompletionCallback",
+    "DiskFullError",
     "NonFiniteLossCallback",
     "NonFiniteLossError",
     "PICKLE_WEIGHT_SUFFIXES",
     "checkpoint_problem",
+    "disk_full_errors",
     "expected_output_bytes",
     "from_pretrained_safely",
     "last_complete_checkpoint",
@@ -218,6 +222,57 @@ class CheckpointCompletionCallback(TrainerCallback):
         if args.should_save and checkpoint.is_dir():
             mark_checkpoint_complete(checkpoint, state.global_step)
         _barrier()
+
+
+class DiskFullError(OSError):
+    """A save ran out of disk space; the message names the folder, the free space and the checkpoint to resume from."""
+
+
+#: ``errno`` values of a full disk or an exhausted quota.
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+#: How torch.save reports a failed write (its zip writer hides the OSError): "unexpected pos 154112 vs 154004".
+_TORCH_WRITE_FAILURE = re.compile(r"unexpected pos \d+ vs \d+|PytorchStreamWriter failed writing")
+
+
+def _is_disk_full(err: BaseException) -> bool:
+    if isinstance(err, OSError) and err.errno in _DISK_FULL_ERRNOS:
+        return True
+    return isinstance(err, RuntimeError) and bool(_TORCH_WRITE_FAILURE.search(str(err)))
+
+
+@contextlib.contextmanager
+def disk_full_errors(folder: str | os.PathLike, what: str, root: str | os.PathLike | None = None):
+    """Turn a full disk while saving ``what`` into ``folder`` into a :class:`DiskFullError` that says so, with the
+    free space and the complete checkpoint of ``root`` (default ``folder``) that a rerun resumes from.
+
+    Catches ``OSError`` ``ENOSPC``/``EDQUOT`` and torch.save's "unexpected pos ... vs ..." (its zip writer's
+    report of the same failure).
+    """
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except (OSError, RuntimeError) as err:
+        if not _is_disk_full(err):
+            raise
+        root = Path(root if root is not None else folder)
+        existing = _existing_ancestor(Path(folder))
+        try:
+            free = format_bytes(shutil.disk_usage(existing).free)
+        except OSError:
+            free = "unknown"
+        checkpoint = last_complete_checkpoint(root)
+        resume = (
+            f"Rerunning the same command resumes from {checkpoint}, the last complete checkpoint"
+            if checkpoint
+            else f"There is no complete checkpoint in {root} yet: a rerun starts over"
+        )
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"The disk is full: saving {what} into {folder} failed ({free} free on the disk of {existing}; {err}). "
+            f"{resume} (an incomplete checkpoint is never resumed) once space is freed, or pass --save_total_limit "
+            "2 / --save_only_model to keep less.",
+        ) from err
 
 
 # --------------------------------------------------------------------------------------------------------------------

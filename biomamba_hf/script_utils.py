@@ -193,11 +193,11 @@ def check_output_dir(args: TrainingArguments) -> str | None:
         return None
     last_checkpoint = last_complete_checkpoint(output_dir)
     # Files a run writes before its first checkpoint: a run killed that early simply starts again.
-    if last_checkpoint is None and set(os.listdir(output_dir)) - RESTARTABLE_FILES:
+    if last_checkpoint is None and set(os.listdir(output_dir)) - RESTARTABLE_FILES - {LOCK_FILE}:
         raise ValueError(
             f"Output directory {output_dir} already exists and is not empty (it holds "
-            f"{sorted(os.listdir(output_dir))[:5]}...) and no checkpoint to resume from. Use --overwrite_output_dir "
-            "to write into it anyway, or choose another --output_dir."
+            f"{sorted(set(os.listdir(output_dir)) - {LOCK_FILE})[:5]}...) and no checkpoint to resume from. Use "
+            "--overwrite_output_dir to write into it anyway, or choose another --output_dir."
         )
     return last_checkpoint
 
@@ -377,3 +377,482 @@ def fit_config_to_tokenizer(config, tokenizer, config_overrides: str | None = No
         if value is not None:
             setattr(config, name, value)
     return config
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Training arguments checked before any work
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def check_training_arguments(args: TrainingArguments) -> None:
+    """Refuse training settings that would fail (or silently train something else) only after tokenization and a
+    first evaluation: a negative learning rate, batch sizes below 1, ``--max_steps 0`` (transformers trains one step),
+    no step and no epoch to train (transformers records ``train_loss 0.0``), ... Called by
+    :class:`biomamba_hf.trainer.BiomambaTrainingArguments` when the arguments are parsed, so nothing is written yet.
+
+    Raises:
+        ValueError: naming the flag, its value and the fix.
+    """
+    problems = []
+
+    def need(condition: bool, flag: str, fix: str) -> None:
+        if not condition:
+            problems.append(f"--{flag} {getattr(args, flag)!r}: {fix}")
+
+    need(args.per_device_eval_batch_size >= 1, "per_device_eval_batch_size", "use a batch size of at least 1")
+    if args.do_train:
+        lr = args.learning_rate
+        need(lr == lr and lr >= 0, "learning_rate", "the learning rate must be >= 0 (e.g. 5e-5)")
+        need(args.per_device_train_batch_size >= 1, "per_device_train_batch_size", "use a batch size of at least 1")
+        need(args.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "use 1 or more")
+        need(
+            args.max_steps != 0 and args.max_steps >= -1,
+            "max_steps",
+            "pass a positive number of optimizer steps, or -1 (the default) to train --num_train_epochs epochs",
+        )
+        need(args.num_train_epochs >= 0, "num_train_epochs", "the number of epochs must be >= 0")
+        if args.max_steps == -1:
+            need(
+                args.num_train_epochs > 0,
+                "num_train_epochs",
+                "with --max_steps -1 there is nothing to train: pass --num_train_epochs > 0 or a positive --max_steps",
+            )
+        need(args.weight_decay >= 0, "weight_decay", "use a value >= 0 (e.g. 0.1)")
+        need(args.max_grad_norm is None or args.max_grad_norm >= 0, "max_grad_norm", "use a value >= 0 (0: no clip)")
+        need(args.warmup_steps >= 0, "warmup_steps", "use a value >= 0 (a fraction < 1 or a number of steps)")
+        for flag in ("adam_beta1", "adam_beta2"):
+            need(0 <= getattr(args, flag) < 1, flag, "use a value in [0, 1) (e.g. 0.9, 0.999)")
+        need(args.adam_epsilon >= 0, "adam_epsilon", "use a small positive value (e.g. 1e-8)")
+    if problems:
+        raise ValueError("Invalid training arguments (nothing was done): " + "; ".join(problems) + ".")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Where the model comes from: checked before any work
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def hub_offline() -> bool:
+    """Whether Hub access is switched off (``HF_HUB_OFFLINE``, read now and as ``huggingface_hub`` read it)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+        return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - a dependency of transformers
+        return False
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _looks_like_a_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+def check_safetensors_file(path: str | os.PathLike) -> None:
+    """Refuse a ``.safetensors`` file whose header is unreadable or whose tensors end past the end of the file (an
+    interrupted download or copy), naming the file; safetensors' own error names neither."""
+    path = Path(path)
+    size = path.stat().st_size
+    problem = None
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            problem = f"it has {size} bytes, less than a safetensors header"
+        else:
+            length = int.from_bytes(head, "little")
+            if 8 + length > size:
+                problem = f"its header announces {length} bytes but the file has {size}"
+            else:
+                try:
+                    header = json.loads(f.read(length))
+                    end = max(
+                        (v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"),
+                        default=0,
+                    )
+                except (ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError):
+                    problem = "its header is not valid safetensors JSON"
+                else:
+                    if 8 + length + end > size:
+                        problem = f"it has {size} bytes but its tensors need {8 + length + end}"
+    if problem:
+        raise ValueError(
+            f"{path} is truncated or corrupt ({problem}): an interrupted download, copy or save. Copy or download "
+            "it again (or save the model again with `model.save_pretrained(folder)`)."
+        )
+
+
+def check_model_source(
+    name: str | None, argument: str, hub_args: HubLoadingArguments | None = None, kind: str = "model"
+) -> None:
+    """Check ``name`` (a folder or a Hub id given as ``argument``) before any work, with messages that name it.
+
+    * A folder of a ``model`` (``--model_name_or_path``) or ``config`` (``--config_name``) needs ``config.json``; a
+      model folder's ``.safetensors`` files must be whole (:func:`check_safetensors_file`).
+    * A path that does not exist is named as such.
+    * A Hub id while offline (``HF_HUB_OFFLINE=1``) must be in the cache: without it transformers would fail only
+      after its retries, with a message that names neither the id nor the way out.
+    """
+    if not name:
+        return
+    path = Path(os.path.expanduser(name))
+    if path.is_dir():
+        if kind in ("model", "config") and not (path / "config.json").is_file():
+            raise ValueError(
+                f"{argument} {name}: the folder has no config.json, so it is not a saved model. Pass the folder "
+                "that `model.save_pretrained(folder)` wrote (config.json and model.safetensors), or a Hub id such "
+                "as state-spaces/mamba-130m-hf."
+            )
+        if kind == "model":
+            for weights in sorted(path.glob("*.safetensors")):
+                check_safetensors_file(weights)
+        return
+    if path.exists():
+        if kind == "model":
+            raise ValueError(f"{argument} {name} is a file; pass the folder of a saved model or a Hub id.")
+        return
+    if _looks_like_a_path(name):
+        raise ValueError(f"{argument} {name}: no such folder. Pass the folder of a saved {kind} or a Hub id.")
+    if hub_offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        wanted = "tokenizer_config.json" if kind == "tokenizer" else "config.json"
+        kwargs = {"cache_dir": hub_args.cache_dir, "revision": hub_args.model_revision} if hub_args else {}
+        try:
+            cached = try_to_load_from_cache(name, wanted, **kwargs)
+        except ValueError:  # not a valid repository id
+            cached = None
+        if not isinstance(cached, str):
+            raise ValueError(
+                f"{argument} {name}: not a local folder, and HF_HUB_OFFLINE is set while the Hub id {name} is not "
+                "in the cache. Offline use needs a local folder (e.g. one that `save_pretrained` wrote) or a model "
+                "downloaded once before with HF_HUB_OFFLINE unset (then HF_HUB_OFFLINE=1 finds it in the cache)."
+            )
+
+
+def check_model_sources(model_args) -> None:
+    """:func:`check_model_source` on the ``model_name_or_path``, ``config_name`` and ``tokenizer_name`` of a
+    script's model arguments (those it has)."""
+    for attribute, kind in (
+        ("model_name_or_path", "model"),
+        ("config_name", "config"),
+        ("tokenizer_name", "tokenizer"),
+    ):
+        check_model_source(getattr(model_args, attribute, None), f"--{attribute}", model_args, kind)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# One run per output folder: the lock
+# --------------------------------------------------------------------------------------------------------------------
+
+#: The lock file of a run in its output folder (the leading ``_`` keeps ``Trainer.push_to_hub`` from uploading it).
+LOCK_FILE = "_biomamba_run.lock"
+#: A lock file that cannot be read (its holder died between creating and writing it) is stale after this long.
+_UNREADABLE_LOCK_SECONDS = 60
+_HELD_LOCKS: dict[str, tuple[Path, Path | None]] = {}
+
+
+class OutputDirInUseError(RuntimeError):
+    """Another run holds the output folder's lock; the message names it (PID, host, start time, command)."""
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks (Linux ``/proc``), to tell a reused PID apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _stale_reason(holder: dict | None, path: Path) -> str | None:
+    """Why the lock at ``path`` (contents ``holder``) no longer holds, or ``None`` when its run may be alive."""
+    import socket
+    import time
+
+    if holder is None:
+        age = time.time() - path.stat().st_mtime
+        return f"it is unreadable and {age:.0f} s old" if age > _UNREADABLE_LOCK_SECONDS else None
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return None  # another machine: we cannot tell
+    pid = holder["pid"]
+    if not _pid_alive(pid):
+        return f"process {pid} on this host has ended"
+    if holder.get("process_start") and _process_start(pid) not in (None, holder["process_start"]):
+        return f"process {pid} has ended (its PID now belongs to another process)"
+    return None
+
+
+def _describe_holder(holder: dict | None) -> str:
+    if holder is None:
+        return "a run whose lock file is still being written"
+    import time
+
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("time", 0)))
+    return (
+        f"process {holder.get('pid')} on host {holder.get('host')} (started {started}: "
+        f"{holder.get('command') or 'unknown command'})"
+    )
+
+
+def acquire_output_dir_lock(output_dir: str | os.PathLike) -> Path:
+    """Take the lock of ``output_dir`` for this process: :data:`LOCK_FILE`, created atomically (``O_EXCL``) with the
+    holder's PID, host, start time and command. A stale lock (its process on this host has ended) is replaced with a
+    warning; a live one is an :class:`OutputDirInUseError` naming its holder. Released by
+    :func:`release_output_dir_lock` (scripts: :func:`releases_output_dir_locks`, and at exit)."""
+    import atexit
+    import socket
+    import time
+
+    output_dir = Path(output_dir).absolute()
+    key = str(output_dir)
+    if key in _HELD_LOCKS:
+        raise OutputDirInUseError(f"{output_dir} is already locked by another run in this process ({os.getpid()}).")
+    created = next((p for p in [output_dir, *output_dir.parents] if p.parent.exists()), None)
+    created = created if created is not None and not created.exists() else None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / LOCK_FILE
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "time": time.time(),
+        "process_start": _process_start(os.getpid()),
+        "command": " ".join(sys.argv)[:1000],
+    }
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text(encoding="utf-8"))
+                holder = holder if isinstance(holder, dict) else None
+            except FileNotFoundError:
+                continue  # released meanwhile
+            except (OSError, ValueError):
+                holder = None
+            try:
+                stale = _stale_reason(holder, path)
+            except FileNotFoundError:
+                continue
+            if stale is None:
+                raise OutputDirInUseError(
+                    f"--output_dir {output_dir} is in use by another run: {_describe_holder(holder)}. Two runs in "
+                    f"one folder overwrite each other's checkpoints. Wait for it to end or choose another "
+                    f"--output_dir; if that run is gone (e.g. on another machine), delete {path}."
+                ) from None
+            logging.getLogger(__name__).warning(
+                "Replacing the stale lock %s of %s: %s.", path, _describe_holder(holder), stale
+            )
+            aside = path.with_name(f"{LOCK_FILE}.stale.{os.getpid()}")
+            try:
+                os.rename(path, aside)  # atomic: of two runs replacing it, one wins
+                aside.unlink()
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(record, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if not _HELD_LOCKS:
+            atexit.register(release_all_output_dir_locks)
+        _HELD_LOCKS[key] = (path, created)
+        return path
+    raise OutputDirInUseError(f"--output_dir {output_dir}: its lock {path} keeps changing hands; try again.")
+
+
+def release_output_dir_lock(output_dir: str | os.PathLike) -> None:
+    """Release this process's lock of ``output_dir``; a folder the lock created and nothing else filled goes too."""
+    entry = _HELD_LOCKS.pop(str(Path(output_dir).absolute()), None)
+    if entry is None:
+        return
+    path, created = entry
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(holder, dict) and holder.get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+    if created is not None:  # remove the folders the lock made, when nothing else was written into them
+        folder = path.parent
+        while True:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+            if folder == created:
+                break
+            folder = folder.parent
+
+
+def release_all_output_dir_locks() -> None:
+    for key in list(_HELD_LOCKS):
+        release_output_dir_lock(key)
+
+
+def releases_output_dir_locks(main):
+    """Decorator for a script's ``main``: the output-folder locks it took are released when it returns or raises."""
+    import functools
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        before = set(_HELD_LOCKS)
+        try:
+            return main(*args, **kwargs)
+        finally:
+            for key in set(_HELD_LOCKS) - before:
+                release_output_dir_lock(key)
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reruns: the recorded arguments
+# --------------------------------------------------------------------------------------------------------------------
+
+#: The arguments file a training run records in its output folder (read by the model card).
+RUN_ARGS_FILE = "run_args.json"
+#: Arguments that may differ between the runs of one output folder (a first run and its resumes): where files go,
+#: logging, loading and the Hub, data loader workers and caches, evaluation after training. Every other recorded
+#: argument must match for a rerun to resume (see :func:`check_recorded_arguments`). ``lineage`` is derived.
+RERUN_IGNORED_ARGUMENTS = frozenset(
+    {
+        # where things go, how the run is called
+        "output_dir", "logging_dir", "run_name", "overwrite_output_dir", "allow_changed_arguments",
+        "resume_from_checkpoint", "cache_dir", "lineage",
+        # secrets and the Hub
+        "token", "hub_token", "push_to_hub", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push",
+        "hub_revision", "project", "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id",
+        # logging and progress
+        "report_to", "disable_tqdm", "log_level", "log_level_replica", "log_on_each_node", "logging_steps",
+        "logging_strategy", "logging_first_step", "logging_nan_inf_filter", "skip_memory_metrics",
+        # data loading, caches and process plumbing
+        "dataloader_num_workers", "dataloader_persistent_workers", "dataloader_pin_memory",
+        "dataloader_prefetch_factor", "dataloader_multiprocessing_context", "preprocessing_num_workers",
+        "overwrite_cache", "local_rank", "ddp_timeout", "save_total_limit",
+        # evaluation and prediction, which do not change what is trained
+        "do_eval", "do_predict", "eval_before_train", "per_device_eval_batch_size", "eval_accumulation_steps",
+        "max_eval_samples", "test_dirs", "predict_files", "n_best_size", "max_answer_length",
+    }
+)  # fmt: skip
+
+
+def run_arguments_dict(*arguments) -> dict:
+    """The argument dataclasses merged as ``run_args.json`` records them (``TrainingArguments.to_dict()`` plus
+    ``world_size``, others with ``dataclasses.asdict``; later ones win), in their JSON form."""
+    import dataclasses
+
+    merged: dict = {}
+    for argument in arguments:
+        if hasattr(argument, "to_dict"):
+            values = argument.to_dict()
+            if hasattr(argument, "world_size"):
+                values["world_size"] = argument.world_size
+        else:
+            values = dataclasses.asdict(argument)
+        merged.update(values)
+    return json.loads(json.dumps(merged, sort_keys=True, default=str))
+
+
+def changed_arguments(recorded: dict, current: dict) -> dict[str, tuple]:
+    """``{name: (recorded, current)}`` for the arguments both record that differ, leaving out
+    :data:`RERUN_IGNORED_ARGUMENTS` and redacted values.
+
+    >>> changed_arguments({"learning_rate": 0.001, "output_dir": "a", "seed": 1}, {"learning_rate": 0.01,
+    ...                   "output_dir": "b", "seed": 1})
+    {'learning_rate': (0.001, 0.01)}
+    """
+    return {
+        name: (recorded[name], current[name])
+        for name in sorted(recorded.keys() & current.keys())
+        if name not in RERUN_IGNORED_ARGUMENTS and recorded[name] != "<redacted>" and recorded[name] != current[name]
+    }
+
+
+def check_recorded_arguments(training_args: TrainingArguments, *arguments, resuming: bool = True) -> bool:
+    """Compare a run's arguments with those recorded in its output folder's ``run_args.json``, before any work.
+
+    Returns whether the run should record its arguments: yes when nothing is recorded, when the run starts over
+    (``--overwrite_output_dir``, or nothing to resume: ``resuming`` False) or when changes were allowed; no when the
+    recorded run is resumed or rerun with the same arguments (the record already says what ran).
+
+    Raises:
+        ValueError: a resume with changed arguments (listed ``old -> new``) without ``--allow_changed_arguments``.
+    """
+    path = Path(training_args.output_dir) / RUN_ARGS_FILE
+    if training_args.overwrite_output_dir or not resuming or not path.is_file():
+        return True
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"{path} cannot be read ({err}), so this rerun cannot be compared with the run recorded there. Pass "
+            "--overwrite_output_dir to start over in that folder, or choose another --output_dir."
+        ) from None
+    changes = changed_arguments(recorded, run_arguments_dict(*arguments))
+    if not changes:
+        return False
+    listing = "; ".join(f"--{name} {old!r} -> {new!r}" for name, (old, new) in changes.items())
+    if getattr(training_args, "allow_changed_arguments", False):
+        logging.getLogger(__name__).warning(
+            "Resuming the run of %s with changed arguments (--allow_changed_arguments): %s. run_args.json and the "
+            "card record the new values.",
+            training_args.output_dir,
+            listing,
+        )
+        return True
+    raise ValueError(
+        f"--output_dir {training_args.output_dir} holds a run recorded with other arguments ({RUN_ARGS_FILE}), and "
+        f"this command would resume it: {listing}. Rerun with the recorded values to resume it, choose another "
+        "--output_dir, pass --overwrite_output_dir to start over in that folder, or --allow_changed_arguments to "
+        "continue the recorded run with the new values (its optimizer and schedule state come from the checkpoint)."
+    )
+
+
+@dataclass
+class RunStart:
+    """What :func:`start_run` found: the checkpoint to resume from, and whether to record the run's arguments."""
+
+    checkpoint: str | None
+    record_arguments: bool
+
+
+def start_run(training_args: TrainingArguments, model_args=None, *arguments) -> RunStart:
+    """Everything a script checks before any work, in order, writing nothing but its lock:
+
+    the model, config and tokenizer sources (:func:`check_model_sources`); the output folder is writable
+    (:func:`biomamba_hf.reliability.preflight`); the folder's lock (:func:`acquire_output_dir_lock`, main process
+    only); the checkpoint to resume from (:func:`check_output_dir`); the recorded arguments
+    (:func:`check_recorded_arguments`). The lock is released when one of these fails, else when ``main`` ends
+    (:func:`releases_output_dir_locks`). Training arguments were checked when they were parsed
+    (:func:`check_training_arguments`).
+    """
+    from .reliability import preflight
+
+    if model_args is not None:
+        check_model_sources(model_args)
+    preflight(training_args)
+    locked = training_args.process_index == 0
+    if locked:
+        acquire_output_dir_lock(training_args.output_dir)
+    try:
+        checkpoint = check_output_dir(training_args)
+        record = True
+        if training_args.do_train:
+            all_arguments = [a for a in (model_args, *arguments) if a is not None]
+            record = check_recorded_arguments(
+                training_args, *all_arguments, training_args, resuming=checkpoint is not None
+            )
+    except BaseException:
+        if locked:
+            release_output_dir_lock(training_args.output_dir)
+        raise
+    return RunStart(checkpoint, record)

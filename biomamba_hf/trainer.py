@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 
 from .data.clm import IGNORE_INDEX
-from .script_utils import launched_processes
+from .script_utils import check_training_arguments, launched_processes
 
 if TYPE_CHECKING:
     import torch
@@ -47,6 +47,16 @@ class BiomambaTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Also evaluate before training; results are saved with the prefix `initial`."},
     )
+    allow_changed_arguments: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Resume the run recorded in output_dir although arguments that shape training (learning rate, "
+                "max_steps, model, data, ...) differ from its run_args.json; without it such a rerun is refused with "
+                "the list of differences (biomamba_hf.script_utils.RERUN_IGNORED_ARGUMENTS are never compared)."
+            )
+        },
+    )
     compile_norms: bool = field(
         default=False,
         metadata={
@@ -70,6 +80,7 @@ class BiomambaTrainingArguments(TrainingArguments):
                 # Without use_cpu, transformers 5 sets up a non-distributed state on a machine with no GPU even when
                 # launched as several processes: each rank would silently train alone on all the data.
                 self.use_cpu = True
+        check_training_arguments(self)  # before transformers derives anything from them
         super().__post_init__()
 
 
@@ -158,10 +169,16 @@ class BiomambaTrainer(Trainer):
       rerun would not reproduce the uninterrupted run.
     * With ``--compile_norms`` it compiles the model's RMS norms (:func:`biomamba_hf.speed.compile_non_scan_parts`;
       a clear error for a model that is not a Mamba model).
+    * ``train()``'s metrics include ``train_start_step``, the step training resumed from (0 for a fresh run): the
+      ``train_loss`` of a resumed call covers the steps after it only, and the model card says so.
+    * A checkpoint or model save that runs out of disk space stops with :class:`biomamba_hf.reliability.DiskFullError`
+      naming the folder, the free space and the complete checkpoint a rerun resumes from.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self._start_step = _StartStep()
+        self.add_callback(self._start_step)
         if getattr(self.args, "compile_norms", False):
             from .speed import compile_non_scan_parts
 
@@ -187,6 +204,24 @@ class BiomambaTrainer(Trainer):
         save_model_card(self.args.output_dir, **options)
         return None
 
+    def train(self, *args, **kwargs):
+        output = super().train(*args, **kwargs)
+        output.metrics["train_start_step"] = self._start_step.step
+        return output
+
+    # Overrides the private Trainer._save_checkpoint (tests/test_interrupted_training.py checks it): a full disk is named.
+    def _save_checkpoint(self, model, trial):
+        from .reliability import disk_full_errors
+
+        with disk_full_errors(self.args.output_dir, f"checkpoint-{self.state.global_step}"):
+            return super()._save_checkpoint(model, trial)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        from .reliability import disk_full_errors
+
+        with disk_full_errors(output_dir or self.args.output_dir, "the model", root=self.args.output_dir):
+            return super().save_model(output_dir, _internal_call)
+
     # Overrides the private Trainer._run_epoch (checked on transformers 5.17 and 5.24; tests/test_patches.py checks
     # that it still exists): needed because a resume at max_steps would otherwise run one more optimizer step.
     def _run_epoch(self, *args, **kwargs):
@@ -194,6 +229,15 @@ class BiomambaTrainer(Trainer):
             self.control.should_training_stop = True
             return None
         return super()._run_epoch(*args, **kwargs)
+
+
+class _StartStep(TrainerCallback):
+    """Records the step a ``train()`` call starts from (``state.global_step`` once a checkpoint is loaded)."""
+
+    step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.step = state.global_step
 
 
 class CausalLMTrainer(BiomambaTrainer):

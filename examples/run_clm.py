@@ -30,7 +30,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from biomamba_hf.script_utils import HubLoadingArguments
+from biomamba_hf.script_utils import HubLoadingArguments, releases_output_dir_locks
 
 logger = logging.getLogger(__name__)
 
@@ -375,6 +375,7 @@ def load_model(model_args, config, tokenizer):
     return model
 
 
+@releases_output_dir_locks
 def main(argv: list[str] | None = None) -> dict:
     """Run; returns the metrics written to ``all_results.json``."""
     import torch
@@ -385,13 +386,13 @@ def main(argv: list[str] | None = None) -> dict:
     from biomamba_hf.ops import code_path_label
     from biomamba_hf.reliability import preflight, reliability_callbacks
     from biomamba_hf.script_utils import (
-        check_output_dir,
         check_world_size,
         configure_mamba_code_path,
         describe_dtype,
         gradient_accumulation_for,
         run_summary_lines,
         setup_logging,
+        start_run,
         tokens_per_optimizer_step,
     )
     from biomamba_hf.trainer import CausalLMTrainer, ThroughputCallback, perplexity
@@ -422,9 +423,9 @@ def main(argv: list[str] | None = None) -> dict:
                 f"--tokens_per_step {training_args.tokens_per_step}, which needs {accumulation}: pass only one."
             )
         training_args.gradient_accumulation_steps = accumulation
-    # Refuse a non-empty output directory before any data is processed; find the checkpoint to resume from.
-    checkpoint = check_output_dir(training_args)
-    preflight(training_args)  # output dir writable
+    # Before any data is processed: model sources, output dir (writable, locked, what to resume, recorded arguments).
+    run = start_run(training_args, model_args, data_args)
+    checkpoint = run.checkpoint
     if checkpoint is not None:
         logger.info("Resuming training from checkpoint %s", checkpoint)
 
@@ -514,7 +515,7 @@ def main(argv: list[str] | None = None) -> dict:
         for line in summary:
             logger.info("run: %s", line)
 
-    if training_args.do_train and training_args.should_save:  # inputs are valid: the run may write now
+    if training_args.do_train and training_args.should_save and run.record_arguments:  # inputs are valid
         save_run_arguments(training_args.output_dir, model_args, data_args, training_args)
     throughput = ThroughputCallback(step_tokens)
     trainer = CausalLMTrainer(

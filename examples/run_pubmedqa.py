@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from biomamba_hf.script_utils import HubLoadingArguments
+from biomamba_hf.script_utils import HubLoadingArguments, releases_output_dir_locks
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ def load_model_and_tokenizer(model_args, device):
     return model, tokenizer, code_path
 
 
+@releases_output_dir_locks
 def main(argv: list[str] | None = None) -> dict:
     """Run; returns the metrics written to ``all_results.json``."""
     import datasets
@@ -130,14 +131,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     from biomamba_hf.data.pubmedqa import LABELS, classification_metrics, encode_pubmedqa, load_pubmedqa
     from biomamba_hf.reliability import reliability_callbacks
-    from biomamba_hf.script_utils import check_output_dir, resolve_data_path, setup_logging
+    from biomamba_hf.script_utils import resolve_data_path, setup_logging, start_run
     from biomamba_hf.trainer import BiomambaTrainer, padding_collator
 
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args, logger)
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
-    checkpoint = check_output_dir(training_args)
+    # Before any data is read: model sources, output dir (writable, locked, what to resume, recorded arguments).
+    run = start_run(training_args, model_args, data_args)
+    checkpoint = run.checkpoint
+    if checkpoint is not None:
+        logger.info("Resuming training from checkpoint %s", checkpoint)
     set_seed(training_args.seed)
 
     splits = load_pubmedqa(

@@ -39,7 +39,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from biomamba_hf.script_utils import HubLoadingArguments
+from biomamba_hf.script_utils import HubLoadingArguments, releases_output_dir_locks
 
 logger = logging.getLogger(__name__)
 
@@ -265,6 +265,7 @@ def is_local_clm_run(path: str) -> bool:
     return any(name.endswith("ForCausalLM") for name in architectures)
 
 
+@releases_output_dir_locks
 def main(argv: list[str] | None = None) -> dict:
     """Run; returns the metrics written to ``all_results.json``."""
     from transformers import Trainer, set_seed
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
     from biomamba_hf.lora import add_lora, default_lora_targets, merge_lora, snapshot_trainable, unchanged_parameters
     from biomamba_hf.qa import predict_nbest, prepare_train_features
     from biomamba_hf.reliability import preflight, reliability_callbacks
-    from biomamba_hf.script_utils import check_output_dir, describe_dtype, setup_logging
+    from biomamba_hf.script_utils import describe_dtype, setup_logging, start_run
     from biomamba_hf.trainer import BiomambaTrainer, padding_collator
 
     model_args, data_args, training_args = parse_args(argv)
@@ -290,8 +291,9 @@ def main(argv: list[str] | None = None) -> dict:
             "--push_to_hub with --use_lora would upload the adapter, not the merged model this script saves: train "
             "without --push_to_hub, then upload the output folder with examples/push_to_hub.py."
         )
-    checkpoint = check_output_dir(training_args)
-    preflight(training_args)  # output dir writable
+    # Before any data is read: model sources, output dir (writable, locked, what to resume, recorded arguments).
+    run = start_run(training_args, model_args, data_args)
+    checkpoint = run.checkpoint
     if checkpoint is not None:
         logger.info("Resuming training from checkpoint %s", checkpoint)
     set_seed(training_args.seed)
@@ -347,6 +349,10 @@ def main(argv: list[str] | None = None) -> dict:
             )
         logger.info("%d training examples -> %d windows", len(examples), len(train_dataset))
 
+    if training_args.do_train and training_args.should_save and run.record_arguments:  # inputs are valid
+        from biomamba_hf import hub
+
+        hub.save_run_arguments(training_args.output_dir, model_args, data_args, training_args)
     collator = padding_collator(tokenizer)
     trainer = BiomambaTrainer(
         model=model,
@@ -460,7 +466,6 @@ def main(argv: list[str] | None = None) -> dict:
     if training_args.do_train and trainer.is_world_process_zero():
         from biomamba_hf import hub
 
-        hub.save_run_arguments(training_args.output_dir, model_args, data_args, training_args)
         card_kwargs = {}
         start = model_args.model_name_or_path
         if start and is_local_clm_run(start):

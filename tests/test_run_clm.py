@@ -339,8 +339,11 @@ def test_resume_continues_from_the_saved_step(run_clm, monkeypatch, tmp_path, co
     first = tiny_args(tmp_path, out, **{"--max_steps": 4, "--save_strategy": "steps", "--save_steps": 2})
     run(run_clm, monkeypatch, common + first)
     assert {"checkpoint-2", "checkpoint-4"} <= set(os.listdir(out))
-    # Same output dir, no --overwrite_output_dir: training resumes from checkpoint-4 instead of failing.
-    resumed = run(run_clm, monkeypatch, common + tiny_args(tmp_path, out, **{"--max_steps": 6}))
+    # Same output dir, no --overwrite_output_dir: training resumes from checkpoint-4 instead of failing; a longer
+    # --max_steps is a changed argument, so it is asked for explicitly.
+    resumed = run(
+        run_clm, monkeypatch, common + ["--allow_changed_arguments"] + tiny_args(tmp_path, out, **{"--max_steps": 6})
+    )
     assert resumed["train_start_step"] == 4
     assert resumed["train_tokens"] == 2 * 32 * 4
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6
