@@ -231,3 +231,91 @@ def test_each_layout_trains_end_to_end(tokenizer, layout, family):
     qa = pipeline("question-answering", model=model.eval(), tokenizer=tokenizer)
     predicted = [r["answer"] for r in qa([{"question": q, "context": c} for q, c in zip(questions, contexts)])]
     assert predicted == answers
+
+
+# ---------------------------------------------------------------- the former pipeline's options, long contexts
+
+
+def _split_word(tokenizer, context):
+    """A word of ``context`` that the tokenizer cuts into several tokens: (word, its first token's text)."""
+    encoded = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)
+    word_ids = encoded.word_ids()
+    for k in range(1, len(word_ids)):
+        if word_ids[k] is not None and word_ids[k] == word_ids[k - 1]:
+            span = encoded.word_to_chars(word_ids[k])
+            first = encoded["offset_mapping"][k - 1]
+            return context[span.start : span.end].strip(), context[first[0] : first[1]].strip()
+    raise AssertionError("no word of the context is split into several tokens")
+
+
+def test_align_to_words_snaps_answers_to_whole_words(tokenizer, family):
+    prepare_tokenizer_for_qa(tokenizer)
+    word, piece = _split_word(tokenizer, CONTEXT)
+    assert piece != word and word.startswith(piece)
+    _, marker_class, make_config = FAMILIES[family]
+    model = marker_class(make_config(len(tokenizer), qa_layout="question_first"))
+    model.answer_ids = tokenizer(" " + piece, add_special_tokens=False)["input_ids"]
+    qa = pipeline("question-answering", model=model, tokenizer=tokenizer)
+    default = qa(question=QUESTION, context=CONTEXT)
+    assert default["answer"] == word  # the logits point inside the word: the answer is the whole word
+    assert CONTEXT[default["start"] : default["end"]] == word
+    tokens = qa(question=QUESTION, context=CONTEXT, align_to_words=False)
+    assert tokens["answer"] == piece and CONTEXT[tokens["start"] : tokens["end"]] == piece
+    with pytest.raises(ValueError, match="align_to_words must be True or False, got 'yes'"):
+        qa(question=QUESTION, context=CONTEXT, align_to_words="yes")
+
+
+def test_handle_impossible_answer_returns_the_null_answer(tokenizer, family):
+    """A model that points at the "no answer" position (the separator after the question, where training labels
+    windows without an answer): the empty answer only when asked for, in the former pipeline's form."""
+    prepare_tokenizer_for_qa(tokenizer)
+    _, marker_class, make_config = FAMILIES[family]
+    model = marker_class(make_config(len(tokenizer), qa_layout="question_first"))
+    model.answer_ids = [tokenizer.sep_token_id]
+    qa = pipeline("question-answering", model=model, tokenizer=tokenizer)
+    null = qa(question=QUESTION, context=CONTEXT, max_seq_len=40, handle_impossible_answer=True)
+    assert {key: null[key] for key in ("answer", "start", "end")} == {"answer": "", "start": 0, "end": 0}
+    assert null["score"] > 0.9
+    assert qa(question=QUESTION, context=CONTEXT, max_seq_len=40)["answer"] != ""  # default: a span, however weak
+    # a model sure of a span in one window keeps it: that window is sure there is an answer, so the null answer
+    # (scored by the window least sure there is none) loses
+    sure = marker_pipeline(tokenizer, "CFTR", "question_first", family)
+    assert sure(question=QUESTION, context=CONTEXT, max_seq_len=40, handle_impossible_answer=True)["answer"] == "CFTR"
+
+
+def test_an_answer_across_a_window_boundary_is_found_with_the_default_stride(tokenizer, family):
+    """The pipeline's default doc_stride overlaps windows: an answer that crosses the end of the first window
+    (without overlap it is whole in no window) is found exactly."""
+    prepare_tokenizer_for_qa(tokenizer)
+    context = " ".join(f"x{i:03d}" for i in range(80))  # every word once, so the marked answer occurs once
+    windows = prepare_qa_features(tokenizer, [QUESTION], [context], max_seq_len=40, doc_stride=0)
+    ends = [[o for o in offsets if o is not None][-1][1] for offsets in windows["offset_mapping"][:-1]]
+    # the first window end that cuts through a word: that word is the answer
+    end = next(e for e in ends if context[e - 1] != " " and context[e] != " ")
+    start, stop = context.rindex(" ", 0, end) + 1, context.index(" ", end)
+    answer = context[start:stop]
+    qa = marker_pipeline(tokenizer, answer, "question_first", family)
+    best = qa(question=QUESTION, context=context, max_seq_len=40)
+    assert (best["answer"], best["start"]) == (answer, start) and best["score"] > 0.9
+    assert qa(question=QUESTION, context=context, max_seq_len=40, doc_stride=0)["answer"] != answer
+
+
+def test_long_contexts_do_not_warn_about_the_model_maximum(tokenizer):
+    """The whole context is tokenized on purpose before windowing: transformers' "Token indices sequence length is
+    longer than the specified maximum" warning would be wrong there."""
+    import logging
+
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    tokenizer_logger = logging.getLogger("transformers.tokenization_utils_base")
+    tokenizer_logger.addHandler(handler)
+    try:
+        qa = marker_pipeline(tokenizer, "CFTR", "question_first")
+        qa.tokenizer.model_max_length = 32  # the context is far longer
+        assert qa(question=QUESTION, context=CONTEXT, max_seq_len=32)["answer"] == "CFTR"
+        assert not [m for m in messages if "Token indices sequence length" in m], messages
+        qa.tokenizer(CONTEXT)  # the same text through the tokenizer directly: the warning is seen here
+        assert [m for m in messages if "Token indices sequence length" in m]
+    finally:
+        tokenizer_logger.removeHandler(handler)

@@ -168,3 +168,77 @@ def test_pair_layout_for_bert_style_tokenizers(bert_tokenizer):
     own = bert_tokenizer(QUESTION, CONTEXT)  # the tokenizer's own pair encoding: same ids and token types
     assert ids == own["input_ids"] and f["token_type_ids"][0] == own["token_type_ids"]
     assert _decode_label(bert_tokenizer, f, 0).replace(" ", "") == ANSWER.lower()
+
+
+# ---------------------------------------------------------------- windows share doc_stride tokens (issue 14 §6)
+
+
+@pytest.mark.parametrize("layout", ["question_first", "repeat_context"])
+def test_an_answer_across_a_window_boundary_is_whole_in_the_overlap(qa_tokenizer, layout):
+    """Consecutive windows share exactly ``doc_stride`` context tokens, so an answer that crosses where a window
+    without overlap would end is labelled whole in the next window; with no overlap it would be in none."""
+    filler = "Insulin is secreted by beta cells of the pancreatic islets. " * 4
+    context = filler + CONTEXT + " " + filler
+    encoded = qa_tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)
+    kwargs = dict(layout=layout, max_seq_len=40, max_question_len=12)
+    plain = prepare_qa_features(qa_tokenizer, [QUESTION], [context], doc_stride=0, **kwargs)
+    budget = sum(o is not None for o in plain["offset_mapping"][0])
+    # two context tokens on each side of the first window's end form the answer
+    first, last = encoded["offset_mapping"][budget - 2], encoded["offset_mapping"][budget + 1]
+    start, answer = first[0], context[first[0] : last[1]].strip()
+    start = context.index(answer, start)
+    stride = 6
+    f = prepare_qa_features(
+        qa_tokenizer, [QUESTION], [context], doc_stride=stride, answer_starts=[start], answer_texts=[answer], **kwargs
+    )
+    readable = [[o for o in offsets if o is not None] for offsets in f["offset_mapping"]]
+    assert all(len(window) == budget for window in readable[:-1])
+    for window, following in zip(readable, readable[1:]):
+        assert window[-stride:] == following[:stride]  # the shared tokens
+    labelled = [i for i, s in enumerate(f["start_positions"]) if f["offset_mapping"][i][s] is not None]
+    assert labelled == [1], "the answer crossing the first boundary must be whole in the second window only"
+    assert _decode_label(qa_tokenizer, f, 1) == answer
+    # the same answer without overlap: no window holds it whole (the regression the overlap prevents)
+    g = prepare_qa_features(
+        qa_tokenizer, [QUESTION], [context], doc_stride=0, answer_starts=[start], answer_texts=[answer], **kwargs
+    )
+    assert all(g["offset_mapping"][i][s] is None for i, s in enumerate(g["start_positions"]))
+
+
+# ---------------------------------------------------------------- align_to_words, the null answer
+
+
+def test_word_offsets_span_whole_words(qa_tokenizer):
+    context = "Cystic fibrosis results from mutations in the CFTR chloride channel of pancreatic islets."
+    plain = prepare_qa_features(qa_tokenizer, [QUESTION], [context], max_seq_len=64)
+    words = prepare_qa_features(qa_tokenizer, [QUESTION], [context], max_seq_len=64, align_to_words=True)
+    split = 0
+    for token, word in zip(plain["offset_mapping"][0], words["offset_mapping"][0]):
+        if token is None:
+            assert word is None
+            continue
+        assert word[0] <= token[0] and token[1] <= word[1]
+        text = context[word[0] : word[1]].strip()
+        assert text and " " not in text  # one whole word
+        split += word != token
+    assert split > 0, "the test tokenizer should split some word into several tokens"
+
+
+def test_the_null_answer_competes_only_when_asked():
+    context = "alpha beta gamma"
+    offsets = [None, None, (0, 5), (5, 10), (10, 16)]  # position 1: the "no answer" separator
+    s, e = np.zeros(5), np.zeros(5)
+    s[1] = e[1] = 10.0  # the model says: no answer here
+    s[3] = e[3] = 4.0
+    (best,) = extract_answers(context, [s], [e], [offsets])
+    assert best["answer"] == "beta"  # without the null answer the best span wins, however weak
+    ranked = extract_answers(context, [s], [e], [offsets], top_k=3, null_indices=[1])
+    assert ranked[0] == {"score": ranked[0]["score"], "start": 0, "end": 0, "answer": ""}
+    assert ranked[0]["score"] > 0.99 and ranked[1]["answer"] == "beta"
+    # two windows: the null score is the one of the window least sure there is no answer
+    s2, e2 = np.zeros(5), np.zeros(5)
+    s2[4] = e2[4] = 10.0  # the second window is sure of "gamma"
+    ranked = extract_answers(context, [s, s2], [e, e2], [offsets, offsets], top_k=20, null_indices=[1, 1])
+    assert ranked[0]["answer"] == "gamma"
+    (null,) = [a for a in ranked if a["answer"] == ""]
+    assert null["score"] == pytest.approx((1 / (3 + np.exp(10.0))) ** 2)  # p(null)^2 of the second window
