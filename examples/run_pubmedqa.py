@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 # Copyright 2025 The biomamba_hf authors. Shaped after transformers' examples/pytorch/text-classification/run_glue.py
 # (Copyright 2020 The HuggingFace Inc. team), licensed under the Apache License, Version 2.0.
-"""PubMedQA (PQA-L) yes/no/maybe classification with ``MambaForSequenceClassification`` and ``Trainer``.
+"""PubMedQA (PQA-L) yes/no/maybe classification with ``Mamba(2)ForSequenceClassification`` and ``Trainer``.
 
 Trains on the 500 labelled instances outside the official test split (minus a seeded dev split of ``--dev_size``),
 evaluates on the dev split (``--do_eval``) and on the 500 official test questions (``--do_predict``); reports accuracy
@@ -10,7 +10,7 @@ reads as PubMed perplexity) and writes ``predictions_pubmedqa_test.json``
 (PMID -> answer). The input is ``question <sep> contexts`` cut to ``--max_seq_length`` (the question is kept whole);
 the head reads the state of the last real token. Example::
 
-    python examples/run_pubmedqa.py examples/configs/pubmedqa.yaml --data_dir ../shared/data \\
+    python examples/run_pubmedqa.py examples/configs/pubmedqa.yaml --data_dir path/to/data \\
         --model_name_or_path state-spaces/mamba-130m-hf --output_dir outputs/pubmedqa
 
 A ``.json``/``.yaml`` file may come first; arguments after it override its values.
@@ -38,7 +38,7 @@ class ModelArguments(HubLoadingArguments):
         default=None,
         metadata={"help": "Checkpoint: Hub id (state-spaces/mamba-130m-hf) or folder; a new classification head."},
     )
-    model_type: str | None = field(default=None, metadata={"help": "Model type for a random init, e.g. `mamba`."})
+    model_type: str | None = field(default=None, metadata={"help": "Model type for a random init: `mamba` or `mamba2`."})
     config_overrides: str | None = field(
         default=None, metadata={"help": "Config of a random init, e.g. `hidden_size=64,num_hidden_layers=2`."}
     )

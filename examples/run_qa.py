@@ -19,12 +19,12 @@ Outputs in ``--output_dir``: the model (merged when ``--use_lora``) with its tok
 Examples::
 
     # the documented protocol: evaluate on 4b, trained on golden-derived examples of 5b + 7b
-    python examples/run_qa.py examples/configs/bioasq_4b.yaml --data_dir ../shared/data \\
+    python examples/run_qa.py examples/configs/bioasq_4b.yaml --data_dir path/to/data \\
         --model_name_or_path state-spaces/mamba-130m-hf --output_dir out/qa-4b
 
     # LoRA on the family's default modules (Mamba: in_proj, x_proj, embeddings); the QA head trains in full; the
     # adapter is merged before saving
-    python examples/run_qa.py examples/configs/bioasq_5b.yaml --data_dir ../shared/data --use_lora \\
+    python examples/run_qa.py examples/configs/bioasq_5b.yaml --data_dir path/to/data --use_lora \\
         --model_name_or_path out/clm --output_dir out/qa-5b-lora
 
 A ``.json``/``.yaml`` file may come first; arguments after it override its values. Relative data paths are read
@@ -55,7 +55,7 @@ class ModelArguments(HubLoadingArguments):
             "gets a new QA head. A QA checkpoint is evaluated or trained further with its own layout."
         },
     )
-    model_type: str | None = field(default=None, metadata={"help": "Model type for a random init, e.g. `mamba`."})
+    model_type: str | None = field(default=None, metadata={"help": "Model type for a random init: `mamba` or `mamba2`."})
     config_overrides: str | None = field(
         default=None,
         metadata={"help": "Config of a random init, e.g. `hidden_size=768,num_hidden_layers=24` (with --model_type)."},
