@@ -28,6 +28,7 @@ __all__ = [
     "NonFiniteLossCallback",
     "NonFiniteLossError",
     "PICKLE_WEIGHT_SUFFIXES",
+    "check_safetensors_file",
     "checkpoint_problem",
     "disk_full_errors",
     "expected_output_bytes",
@@ -510,6 +511,39 @@ def _check_local_weights(folder: Path) -> None:
         )
 
 
+def check_safetensors_file(path: str | os.PathLike) -> None:
+    """Refuse a ``.safetensors`` file whose header is unreadable or whose tensors end past the end of the file (an
+    interrupted download or copy), naming the file; safetensors' own error names neither."""
+    path = Path(path)
+    size = path.stat().st_size
+    problem = None
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            problem = f"it has {size} bytes, less than a safetensors header"
+        else:
+            length = int.from_bytes(head, "little")
+            if 8 + length > size:
+                problem = f"its header announces {length} bytes but the file has {size}"
+            else:
+                try:
+                    header = json.loads(f.read(length))
+                    end = max(
+                        (v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"),
+                        default=0,
+                    )
+                except (ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError):
+                    problem = "its header is not valid safetensors JSON"
+                else:
+                    if 8 + length + end > size:
+                        problem = f"it has {size} bytes but its tensors need {8 + length + end}"
+    if problem:
+        raise ValueError(
+            f"{path} is truncated or corrupt ({problem}): an interrupted download, copy or save. Copy or download "
+            "it again (or save the model again with `model.save_pretrained(folder)`)."
+        )
+
+
 def from_pretrained_safely(model_class, name_or_path: str | os.PathLike, *, allow_pickle: bool = False, **kwargs):
     """``model_class.from_pretrained(name_or_path, **kwargs)`` under the loading policy of :func:`safe_loading_kwargs`.
 
@@ -526,6 +560,8 @@ def from_pretrained_safely(model_class, name_or_path: str | os.PathLike, *, allo
     if Path(name_or_path).is_dir():
         if not allow_pickle:
             _check_local_weights(Path(name_or_path))
+        for weights in sorted(Path(name_or_path).glob("*.safetensors")):
+            check_safetensors_file(weights)
     try:
         return model_class.from_pretrained(name_or_path, **kwargs, **safe_loading_kwargs(allow_pickle))
     except OSError as err:

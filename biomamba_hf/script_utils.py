@@ -348,6 +348,25 @@ def resolve_data_path(path: str | os.PathLike, data_dir: str | os.PathLike | Non
     return Path(data_dir) / path
 
 
+def existing_data_path(path: str | os.PathLike, data_dir: str | os.PathLike | None, argument: str) -> Path:
+    """:func:`resolve_data_path`, refusing a path that does not exist with a message that names ``argument``, the
+    folder relative paths are read from and how to set it (``--data_dir`` or ``BIOMAMBA_DATA_DIR``)."""
+    resolved = resolve_data_path(path, data_dir)
+    if not resolved.exists():
+        if Path(os.path.expanduser(str(path))).is_absolute():
+            where = "no such file or folder"
+        elif data_dir is None:
+            where = (
+                f"relative paths are read from --data_dir, and neither --data_dir nor BIOMAMBA_DATA_DIR is set, so "
+                f"from the current folder {os.getcwd()}. Pass --data_dir (e.g. --data_dir ../shared/data) or set "
+                "BIOMAMBA_DATA_DIR to the folder holding the data"
+            )
+        else:
+            where = f"not found under --data_dir {data_dir} (or BIOMAMBA_DATA_DIR); check the path and --data_dir"
+        raise ValueError(f"{argument} {path}: {where}.")
+    return resolved
+
+
 def _override_keys(config_overrides: str | None) -> set[str]:
     return {item.split("=", 1)[0].strip() for item in (config_overrides or "").split(",") if item.strip()}
 
@@ -447,46 +466,13 @@ def _looks_like_a_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
 
-def check_safetensors_file(path: str | os.PathLike) -> None:
-    """Refuse a ``.safetensors`` file whose header is unreadable or whose tensors end past the end of the file (an
-    interrupted download or copy), naming the file; safetensors' own error names neither."""
-    path = Path(path)
-    size = path.stat().st_size
-    problem = None
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            problem = f"it has {size} bytes, less than a safetensors header"
-        else:
-            length = int.from_bytes(head, "little")
-            if 8 + length > size:
-                problem = f"its header announces {length} bytes but the file has {size}"
-            else:
-                try:
-                    header = json.loads(f.read(length))
-                    end = max(
-                        (v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"),
-                        default=0,
-                    )
-                except (ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError):
-                    problem = "its header is not valid safetensors JSON"
-                else:
-                    if 8 + length + end > size:
-                        problem = f"it has {size} bytes but its tensors need {8 + length + end}"
-    if problem:
-        raise ValueError(
-            f"{path} is truncated or corrupt ({problem}): an interrupted download, copy or save. Copy or download "
-            "it again (or save the model again with `model.save_pretrained(folder)`)."
-        )
-
-
 def check_model_source(
     name: str | None, argument: str, hub_args: HubLoadingArguments | None = None, kind: str = "model"
 ) -> None:
     """Check ``name`` (a folder or a Hub id given as ``argument``) before any work, with messages that name it.
 
     * A folder of a ``model`` (``--model_name_or_path``) or ``config`` (``--config_name``) needs ``config.json``; a
-      model folder's ``.safetensors`` files must be whole (:func:`check_safetensors_file`).
+      model folder's ``.safetensors`` files must be whole (:func:`biomamba_hf.reliability.check_safetensors_file`).
     * A path that does not exist is named as such.
     * A Hub id while offline (``HF_HUB_OFFLINE=1``) must be in the cache: without it transformers would fail only
       after its retries, with a message that names neither the id nor the way out.
@@ -502,6 +488,8 @@ def check_model_source(
                 "as state-spaces/mamba-130m-hf."
             )
         if kind == "model":
+            from .reliability import check_safetensors_file
+
             for weights in sorted(path.glob("*.safetensors")):
                 check_safetensors_file(weights)
         return
@@ -828,7 +816,7 @@ class RunStart:
 def start_run(training_args: TrainingArguments, model_args=None, *arguments) -> RunStart:
     """Everything a script checks before any work, in order, writing nothing but its lock:
 
-    the model, config and tokenizer sources (:func:`check_model_sources`); the output folder is writable
+    the output folder is writable
     (:func:`biomamba_hf.reliability.preflight`); the folder's lock (:func:`acquire_output_dir_lock`, main process
     only); the checkpoint to resume from (:func:`check_output_dir`); the recorded arguments
     (:func:`check_recorded_arguments`). The lock is released when one of these fails, else when ``main`` ends
@@ -837,8 +825,6 @@ def start_run(training_args: TrainingArguments, model_args=None, *arguments) -> 
     """
     from .reliability import preflight
 
-    if model_args is not None:
-        check_model_sources(model_args)
     preflight(training_args)
     locked = training_args.process_index == 0
     if locked:

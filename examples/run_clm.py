@@ -300,7 +300,9 @@ def check_tokenizer_folder(name: str, argument: str) -> None:
 def load_config_and_tokenizer(model_args, raw_datasets):
     from transformers import AutoConfig, AutoTokenizer
 
-    from biomamba_hf.script_utils import config_from_overrides, fit_config_to_tokenizer
+    from biomamba_hf.script_utils import check_model_sources, config_from_overrides, fit_config_to_tokenizer
+
+    check_model_sources(model_args)  # folders with config.json and whole weights; Hub ids cached when offline
 
     hub_kwargs = model_args.hub_kwargs
     if model_args.config_name:

@@ -102,8 +102,14 @@ def load_model_and_tokenizer(model_args, device):
 
     from biomamba_hf import prepare_tokenizer_for_qa
     from biomamba_hf.data.pubmedqa import LABELS
-    from biomamba_hf.script_utils import config_from_overrides, fit_config_to_tokenizer, load_task_model
+    from biomamba_hf.script_utils import (
+        check_model_sources,
+        config_from_overrides,
+        fit_config_to_tokenizer,
+        load_task_model,
+    )
 
+    check_model_sources(model_args)  # folders with config.json and whole weights; Hub ids cached when offline
     hub_kwargs = model_args.hub_kwargs
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub_kwargs)
     prepare_tokenizer_for_qa(tokenizer)

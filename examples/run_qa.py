@@ -165,9 +165,10 @@ class DataArguments:
             )
 
     def paths(self, name: str) -> list[Path]:
-        from biomamba_hf.script_utils import resolve_data_path
+        """The paths of ``--<name>`` under --data_dir; a missing one is named with how to set --data_dir."""
+        from biomamba_hf.script_utils import existing_data_path
 
-        return [resolve_data_path(p, self.data_dir) for p in (getattr(self, name) or [])]
+        return [existing_data_path(p, self.data_dir, f"--{name}") for p in (getattr(self, name) or [])]
 
 
 def parse_args(argv: list[str] | None = None):
@@ -237,8 +238,14 @@ def load_model_and_tokenizer(model_args, device):
 
     from biomamba_hf import prepare_tokenizer_for_qa
     from biomamba_hf.qa import resolve_qa_layout
-    from biomamba_hf.script_utils import config_from_overrides, fit_config_to_tokenizer, load_task_model
+    from biomamba_hf.script_utils import (
+        check_model_sources,
+        config_from_overrides,
+        fit_config_to_tokenizer,
+        load_task_model,
+    )
 
+    check_model_sources(model_args)  # folders with config.json and whole weights; Hub ids cached when offline
     hub_kwargs = model_args.hub_kwargs
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub_kwargs)
     prepare_tokenizer_for_qa(tokenizer)

@@ -12,9 +12,9 @@ server imports them once and forks one child per command; each child is a separa
   completion marker;
 * ``final_save``: during the final ``trainer.save_model()`` after training, with ``model.safetensors`` half-written.
 
-The server applies the reliability wiring that the scripts are meant to contain (the reliability callbacks on every
-``Trainer``, ``last_complete_checkpoint`` instead of ``get_last_checkpoint``, ``preflight``); where a script already
-has it, nothing is added twice.
+The scripts run as they are: the server adds only the kill hook, never the reliability wiring (callbacks,
+``last_complete_checkpoint``, ``preflight``), so the tests see what the scripts themselves write (completion markers,
+resumed checkpoints, locks).
 
 Protocol: one JSON request per line on stdin, ``{"script": path, "argv": [...], "env": {...}, "log": path}``; one
 JSON reply per line on stdout, ``{"returncode": int}`` (``-9`` for a ``SIGKILL``). The child's stdout and stderr go
@@ -34,34 +34,6 @@ KILL_VARIABLE = "BIOMAMBA_TEST_KILL"
 
 def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-def install_reliability_wiring() -> None:
-    """What the scripts' wiring does, applied from outside: callbacks, complete-checkpoint resume, preflight."""
-    import transformers.trainer_utils
-    from transformers import Trainer
-
-    import biomamba_hf.script_utils
-    from biomamba_hf import reliability
-
-    transformers.trainer_utils.get_last_checkpoint = reliability.last_complete_checkpoint
-    original_init = Trainer.__init__
-
-    def init(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        present = {type(cb) for cb in self.callback_handler.callbacks}
-        for callback in reliability.reliability_callbacks():
-            if type(callback) not in present:
-                self.add_callback(callback)
-
-    Trainer.__init__ = init
-    original_check = biomamba_hf.script_utils.check_output_dir
-
-    def check_output_dir(args):
-        reliability.preflight(args)
-        return original_check(args)
-
-    biomamba_hf.script_utils.check_output_dir = check_output_dir
 
 
 def install_kill_hook(spec: str) -> None:
@@ -148,7 +120,6 @@ def _child(request: dict) -> None:
 
     torch.set_num_threads(1)
     try:
-        install_reliability_wiring()
         if os.environ.get(KILL_VARIABLE):
             install_kill_hook(os.environ[KILL_VARIABLE])
         _load_script(request["script"]).main(list(request["argv"]))

@@ -8,6 +8,7 @@ An input that the code does not yet reject clearly belongs here too, as a strict
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,94 @@ def test_the_corpus_has_at_least_twenty_malformed_inputs():
         "model_config_impossible",
     }
     assert {p.name for p in inputs} <= used  # every file of the corpus is exercised
+
+
+# ---------------------------------------------------------------- models, corpora and data folders named in errors
+
+
+@pytest.fixture
+def truncated_model(clm_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "truncated_model"
+    shutil.copytree(clm_dir, folder)
+    weights = folder / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size - 100)  # an interrupted download or copy
+    return folder
+
+
+def test_a_truncated_safetensors_file_is_named(run_clm, truncated_model, good_corpus, no_training, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from biomamba_hf.reliability import from_pretrained_safely
+
+    message = rf"{truncated_model}/model.safetensors is truncated or corrupt \(it has \d+ bytes but its tensors need"
+    with pytest.raises(ValueError, match=message):
+        from_pretrained_safely(AutoModelForCausalLM, truncated_model)
+    command = _clm_command(
+        tmp_path, truncated_model, good_corpus, **{"--model_type": None, "--config_overrides": None}
+    )
+    with pytest.raises(ValueError, match=message + r".*Copy or download it again"):
+        run_clm.main(["--model_name_or_path", str(truncated_model), *command])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_folder_without_config_json_is_named(clm_dir, tmp_path):
+    from biomamba_hf.script_utils import check_model_source
+
+    (tmp_path / "weights_only").mkdir()
+    (tmp_path / "weights_only" / "model.safetensors").write_bytes((clm_dir / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match=r"--model_name_or_path .*weights_only: the folder has no config.json, so it "
+                       r"is not a saved model.*save_pretrained"):  # fmt: skip
+        check_model_source(str(tmp_path / "weights_only"), "--model_name_or_path")
+
+
+def test_an_unknown_hub_id_while_offline_is_named_at_once(run_clm, good_corpus, tokenizer_dir, monkeypatch, tmp_path):
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    command = _clm_command(tmp_path, tokenizer_dir, good_corpus, **{"--model_type": None, "--config_overrides": None})
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"--model_name_or_path nobody/no-such-mamba: not a local folder, and "
+                       r"HF_HUB_OFFLINE is set while the Hub id nobody/no-such-mamba is not in the cache\. Offline use "
+                       r"needs a local folder"):  # fmt: skip
+        run_clm.main(["--model_name_or_path", "nobody/no-such-mamba", *command])
+    assert time.perf_counter() - start < 20  # no retries (transformers alone took ~55 s)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_lone_surrogate_in_a_jsonl_text_is_named_with_file_and_line(run_clm, tokenizer_dir, no_training, tmp_path):
+    corpus = tmp_path / "surrogate.jsonl"
+    corpus.write_text('{"text": "Aspirin inhibits COX-1."}\n{"text": "broken \\ud800 escape"}\n')
+    with pytest.raises(ValueError, match=r"--train_file .*surrogate.jsonl: line 2: field 'text' holds a lone "
+                       r"surrogate \(\"\\ud800\" at character 7\).*fix the escape"):  # fmt: skip
+        run_clm.main(_clm_command(tmp_path, tokenizer_dir, corpus))
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_qa_without_data_dir_says_how_to_set_it(monkeypatch, tmp_path):
+    monkeypatch.delenv("BIOMAMBA_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with example_script("run_qa") as run_qa:
+        with pytest.raises(ValueError, match=r"--train_file bioasq/train.json: relative paths are read from "
+                           r"--data_dir, and neither --data_dir nor BIOMAMBA_DATA_DIR is set"):  # fmt: skip
+            run_qa.main(["--model_name_or_path", "x", "--train_file", "bioasq/train.json", "--do_train",
+                         "--output_dir", str(tmp_path / "out"), "--report_to", "none"])  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
+def test_squad_training_files_with_empty_answers_say_how_many_become_no_answer_examples(tmp_path, caplog):
+    from biomamba_hf.bioasq.squad import load_training_examples
+
+    squad = json.loads((BAD / "squad_answer_start_mismatch.json").read_text())
+    paragraph = squad["data"][0]["paragraphs"][0]
+    paragraph["qas"][0]["answers"][0]["answer_start"] = paragraph["context"].index("CFTR")
+    paragraph["qas"] += [
+        {"id": f"{QID}_00{i}", "question": "Which gene is mutated in cystic fibrosis?", "answers": []} for i in (1, 2)
+    ]
+    path = tmp_path / "squad_some_empty.json"
+    path.write_text(json.dumps(squad))
+    with caplog.at_level("WARNING", logger="biomamba_hf.bioasq.squad"):
+        rows, _ = load_training_examples(squad_files=[path])
+    assert len(rows) == 3
+    assert f"{path}: 2 of its 3 qas have an empty 'answers' list and become \"no answer\" examples" in caplog.text

@@ -27,6 +27,7 @@ import pytest
 from helpers import SENTENCES
 
 from biomamba_hf.reliability import COMPLETE_MARKER, last_complete_checkpoint
+from biomamba_hf.script_utils import LOCK_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_CLM = ROOT / "examples" / "run_clm.py"
@@ -165,9 +166,12 @@ def test_run_clm_resumes_after_kill_9_in_a_step_and_in_checkpoint_saves(runner, 
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
     assert last_complete_checkpoint(out) == str(out / "checkpoint-2")
 
-    # 2. Same command: resumes from checkpoint-2; killed while writing checkpoint-4 (optimizer.pt cut in half).
+    # 2. Same command: resumes from checkpoint-2 (the killed run's lock is stale: replaced); killed while writing
+    #    checkpoint-4 (optimizer.pt cut in half).
+    assert (out / LOCK_FILE).is_file()
     code, log = runner.run(RUN_CLM, command, kill="torn_save:4")
     assert code == -9, log[-3000:]
+    assert re.search(rf"Replacing the stale lock \S+{LOCK_FILE} of process \d+ .*has ended", log)
     assert resumed_from(log) == str(out / "checkpoint-2")
     assert not (out / "checkpoint-4" / COMPLETE_MARKER).exists()
     assert get_last_checkpoint(str(out)) == str(out / "checkpoint-4")  # what transformers would resume from
@@ -190,6 +194,8 @@ def test_run_clm_resumes_after_kill_9_in_a_step_and_in_checkpoint_saves(runner, 
     assert code == 0, log[-3000:]
     assert resumed_from(log) == str(out / "checkpoint-4")
     assert_same_run(out, straight)
+    assert json.loads((out / "all_results.json").read_text())["train_start_step"] == 4
+    assert not (out / LOCK_FILE).exists()  # released at the end
     checkpoints = sorted(out.glob("checkpoint-*"))
     assert [c.name for c in checkpoints] == [f"checkpoint-{s}" for s in (2, 4, 6, 8)]
     assert all((c / COMPLETE_MARKER).is_file() for c in checkpoints)
@@ -223,10 +229,12 @@ def assert_checkpoint_equal(a: Path, b: Path):
 # ---------------------------------------------------------------- NaN / inf losses
 
 
-def _tiny_trainer(tmp_path, tokenizer, callbacks, **overrides):
+def _tiny_trainer(tmp_path, tokenizer, callbacks, trainer_class=None, **overrides):
     import torch
     from helpers import tiny_config
     from transformers import MambaForCausalLM, Trainer, TrainingArguments, default_data_collator
+
+    trainer_class = trainer_class or Trainer
 
     torch.manual_seed(0)
     model = MambaForCausalLM(tiny_config(vocab_size=len(tokenizer)))
@@ -239,7 +247,7 @@ def _tiny_trainer(tmp_path, tokenizer, callbacks, **overrides):
         dataloader_num_workers=0,
     )  # fmt: skip
     options.update(overrides)
-    trainer = Trainer(
+    trainer = trainer_class(
         model=model,
         args=TrainingArguments(**options),
         train_dataset=dataset,
@@ -314,6 +322,63 @@ def test_a_non_finite_gradient_with_a_finite_loss_also_stops_training(tmp_path, 
     with pytest.raises(NonFiniteLossError, match=r"step 3: the gradients hold NaN or infinite values \(losses of "):
         trainer.train()
     assert last_complete_checkpoint(tmp_path / "out") == str(tmp_path / "out" / "checkpoint-2")
+
+
+# ---------------------------------------------------------------- marked checkpoints changed later, full disks
+
+
+def test_a_marked_checkpoint_whose_file_was_truncated_later_is_not_resumed(tmp_path):
+    from biomamba_hf.reliability import checkpoint_problem, mark_checkpoint_complete
+
+    for step in (2, 4):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"w" * 100)
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        mark_checkpoint_complete(folder)
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    os.truncate(tmp_path / "checkpoint-4" / "model.safetensors", 60)  # e.g. a copy or a restore cut short
+    assert checkpoint_problem(tmp_path / "checkpoint-4") == "model.safetensors has 60 bytes, 100 were written"
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+    (tmp_path / "checkpoint-2" / "trainer_state.json").unlink()
+    assert checkpoint_problem(tmp_path / "checkpoint-2") == "trainer_state.json is missing"
+    assert last_complete_checkpoint(tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError(28, "No space left on device"),
+        RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 154112 vs 154004"),
+    ],
+)
+def test_a_full_disk_while_saving_names_the_disk_and_the_checkpoint_to_resume_from(
+    tmp_path, tokenizer, monkeypatch, failure
+):
+    from transformers import Trainer
+
+    from biomamba_hf.reliability import DiskFullError, reliability_callbacks
+    from biomamba_hf.trainer import BiomambaTrainer
+
+    assert callable(getattr(Trainer, "_save_checkpoint", None))  # the private method BiomambaTrainer overrides
+    original = Trainer._save_optimizer_and_scheduler
+
+    def full_disk(self, output_dir):
+        if self.state.global_step == 4:
+            raise failure
+        return original(self, output_dir)
+
+    monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", full_disk)
+    trainer, _ = _tiny_trainer(tmp_path, tokenizer, reliability_callbacks(), trainer_class=BiomambaTrainer)
+    out = tmp_path / "out"
+    with pytest.raises(DiskFullError, match=rf"The disk is full: saving checkpoint-4 into {re.escape(str(out))} "
+                       rf"failed \(.* free on the disk of .*\). Rerunning the same command resumes from "
+                       rf"{re.escape(str(out))}/checkpoint-2, the last complete checkpoint"):  # fmt: skip
+        trainer.train()
+    with pytest.raises(DiskFullError, match=r"saving the model into .*elsewhere failed .*resumes from .*checkpoint-2"):
+        with monkeypatch.context() as patch:
+            patch.setattr(Trainer, "_save", lambda self, *a, **k: (_ for _ in ()).throw(failure))
+            trainer.save_model(str(tmp_path / "elsewhere"))
 
 
 # ---------------------------------------------------------------- preflight: unwritable output, full disk
@@ -433,6 +498,7 @@ def assert_same_qa_run(resumed: Path, straight: Path, resumed_at: int = 0, exact
         assert results_a[key] == results_b[key], key
     for key in ("epoch", "train_samples", "train_windows"):
         assert results_a[key] == results_b[key], key
+    assert results_a["train_start_step"] == resumed_at  # the card labels train_loss with the steps it covers
     # train_loss is transformers' mean over the steps trained by *this* call (5.24: steps after the checkpoint it
     # resumed from), so it differs from the uninterrupted run's; it is exactly that mean of the logged step losses.
     this_call = [losses_a[step] for step in range(resumed_at + 1, QA_MAX_STEPS + 1)]

@@ -6,6 +6,7 @@ Every row has the SQuAD columns plus ``question_id`` (the qa id before ``_<nnn>`
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -384,6 +385,15 @@ def load_training_examples(
                 f"{path}: none of its {len(squad_rows)} qas has an answer (every 'answers' field is empty), so it "
                 "cannot train a QA model; is it a test file? Pass it to --test_dirs or --predict_files instead, or "
                 "give golden files with --train_golden_files."
+            )
+        unanswered = sum(1 for row in squad_rows if not row["answers"]["text"])
+        if unanswered:
+            logging.getLogger(__name__).warning(
+                "%s: %d of its %d qas have an empty 'answers' list and become \"no answer\" examples (the model learns "
+                "to point at the window's no-answer position for them); fill in their answers, or remove them, if they should not.",
+                path,
+                unanswered,
+                len(squad_rows),
             )
         rows.extend(squad_rows)
     seen: dict[str, str] = {}

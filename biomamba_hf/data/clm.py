@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -94,6 +95,14 @@ def check_text_file(path: str, argument: str = "--train_file") -> int:
                         f"{argument} {path}: line {number} is a JSON {type(value).__name__}, not an object; a .jsonl "
                         'file holds one object per line, such as {"text": "..."}.'
                     )
+                surrogate = _lone_surrogate(value)
+                if surrogate is not None:
+                    field, position, char = surrogate
+                    raise ValueError(
+                        f"{argument} {path}: line {number}: field {field!r} holds a lone surrogate "
+                        f"({json.dumps(char)} at character {position}), which is not Unicode text (an escape of half "
+                        "a UTF-16 pair): fix the escape (both halves, e.g. \\ud83d\\ude00) or remove it."
+                    )
     except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
         hint = "is it a complete gzip file?" if path.lower().endswith(".gz") else "check its permissions."
         raise ValueError(f"{argument} {path} cannot be read ({err}); {hint}") from None
@@ -102,6 +111,27 @@ def check_text_file(path: str, argument: str = "--train_file") -> int:
     if records == 0:
         raise ValueError(f"{argument} {path} has no record (only blank lines); give one document per line.")
     return records
+
+
+_SURROGATE = re.compile("[\\ud800-\\udfff]")
+
+
+def _lone_surrogate(value: Any, field: str = "") -> tuple[str, int, str] | None:
+    """``(field, position, character)`` of the first lone surrogate in the strings of a parsed JSON value.
+
+    >>> _lone_surrogate({"id": 1, "meta": {"text": "ok " + chr(0xD800)}})
+    ('meta.text', 3, '\\ud800')
+    """
+    if isinstance(value, str):
+        found = _SURROGATE.search(value)
+        return (field, found.start(), found.group()) if found else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        name = f"{field}.{key}" if field and isinstance(key, str) else f"{field}[{key}]" if field else str(key)
+        found = _lone_surrogate(item, name)
+        if found is not None:
+            return found
+    return None
 
 
 def _is_jsonl(path: str) -> bool:
