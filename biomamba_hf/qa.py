@@ -426,7 +426,8 @@ def pipeline_nbest(
 ) -> dict[str, list[dict[str, Any]]]:
     """:func:`postprocess_predictions`'s output computed through ``pipeline("question-answering")`` instead.
 
-    Slower (no cross-process batching) but independent of the Trainer; useful to check a saved checkpoint.
+    Slower (no cross-process batching) but independent of the Trainer; useful to check a saved checkpoint. Spans
+    are read at token boundaries (``align_to_words=False``), as the Trainer path reads them.
     """
     from transformers import pipeline
 
@@ -439,6 +440,7 @@ def pipeline_nbest(
         max_seq_len=max_seq_length,
         doc_stride=doc_stride,
         max_question_len=max_question_length,
+        align_to_words=False,
         batch_size=batch_size,
     )
     nbest = {}
