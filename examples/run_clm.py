@@ -449,6 +449,7 @@ def main(argv: list[str] | None = None) -> dict:
             text_column=data_args.text_column,
             streaming=data_args.streaming,
             validation_split_percentage=data_args.validation_split_percentage,
+            split_validation=training_args.do_eval,  # without evaluation every record trains
             keep_linebreaks=data_args.keep_linebreaks,
             cache_dir=model_args.cache_dir,
             token=model_args.token,

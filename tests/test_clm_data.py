@@ -115,8 +115,8 @@ def test_txt_file_one_document_per_line_and_validation_split(tmp_path):
     splits = load_text_datasets(train_file=str(path), validation_split_percentage=10, keep_linebreaks=False)
     validation = [int(t.split()[1].rstrip(":")) for t in splits["validation"]["text"]]
     train = [int(t.split()[1].rstrip(":")) for t in splits["train"]["text"]]
-    assert validation == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
-    assert train == list(range(10, 40))
+    assert validation == [9, 19, 29, 39]  # one record in ten, spread over the file
+    assert train == [i for i in range(40) if i not in validation]
 
 
 def test_missing_text_column_names_the_file_and_field(tmp_path):
@@ -236,3 +236,48 @@ def test_real_pubmed_dev_file_loads():
     splits = load_text_datasets(train_file=str(path), validation_split_percentage=3)
     assert len(splits["train"]) + len(splits["validation"]) == 611
     assert all(text.strip() for text in splits["validation"]["text"])
+
+
+@pytest.mark.parametrize(("records", "held_out"), [(2, 1), (5, 1), (10, 1), (19, 1), (40, 2), (1000, 50)])
+def test_the_validation_split_leaves_both_sides_a_sensible_share(records, held_out, tmp_path, caplog):
+    """A 10-record file lost half its records to validation (records i % 100 < 5); now 5 %, at least one, never all."""
+    path = write_jsonl(tmp_path / "train.jsonl", [{"text": f"Record {i}."} for i in range(records)])
+    with caplog.at_level("INFO", logger="biomamba_hf.data.clm"):
+        splits = load_text_datasets(train_file=path, validation_split_percentage=5)
+    assert (len(splits["train"]), len(splits["validation"])) == (records - held_out, held_out)
+    assert set(splits["train"]["text"]).isdisjoint(splits["validation"]["text"])
+    assert f"{held_out} of the {records} records of --train_file {path}" in caplog.text
+
+
+def test_a_single_record_is_too_small_to_split_and_says_so(tmp_path):
+    path = write_jsonl(tmp_path / "one.jsonl", [{"text": "Only one record."}])
+    with pytest.raises(ValueError, match=r"--train_file .*one.jsonl has 1 record\(s\) with text, too few to hold some "
+                       r"out for validation \(--validation_split_percentage 5\): pass a --validation_file"):  # fmt: skip
+        load_text_datasets(train_file=path, validation_split_percentage=5)
+
+
+def test_long_documents_are_tokenized_in_bounded_pieces_with_the_same_tokens(tokenizer, monkeypatch):
+    from helpers import SENTENCES
+
+    text = "  ".join(SENTENCES * 20) + "\n  tail"  # ~17,000 characters, double spaces and a line break
+    pieces = clm.split_long_text(text, max_chars=300)
+    assert "".join(pieces) == text and max(map(len, pieces)) <= 300 and len(pieces) > 50
+    assert all(piece[-1:].strip() and not piece[-1].isspace() for piece in pieces[:-1])  # cut before whitespace
+    whole = tokenizer(text)["input_ids"]
+    calls = []
+    original = type(tokenizer).__call__
+
+    def spy(self, texts, *args, **kwargs):
+        calls.append(max(map(len, [texts] if isinstance(texts, str) else texts)))
+        return original(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(type(tokenizer), "__call__", spy)
+    assert clm.tokenize_texts(tokenizer, [text, "short one"], max_chars=300) == [
+        whole,
+        tokenizer("short one")["input_ids"],
+    ]
+    assert max(calls) <= 300  # the long document never reached the tokenizer whole
+    monkeypatch.setattr(clm, "MAX_TOKENIZE_CHARS", 300)
+    packed = clm._tokenize_and_pack({"text": [text]}, tokenizer, block_size=64, keep_partial_block=True)
+    assert sum(packed["input_ids"], [])[: len(whole)] == whole
+    assert clm.split_long_text("x" * 1000, max_chars=300) == ["x" * 300] * 3 + ["x" * 100]  # no whitespace: hard cuts
