@@ -7,8 +7,9 @@ Trains on the 500 labelled instances outside the official test split (minus a se
 evaluates on the dev split (``--do_eval``) and on the 500 official test questions (``--do_predict``); reports accuracy
 and macro-F1 (``pubmedqa_dev_*`` / ``pubmedqa_test_*`` in ``all_results.json``: not ``test_*``, which the model card
 reads as PubMed perplexity) and writes ``predictions_pubmedqa_test.json``
-(PMID -> answer). The input is ``question <sep> contexts`` cut to ``--max_seq_length`` (the question is kept whole);
-the head reads the state of the last real token. Example::
+(PMID -> answer); before training ``run_args.json`` (with the start checkpoint's lineage), after it the model card.
+The input is ``question <sep> contexts`` cut to ``--max_seq_length`` (the question is kept whole); the head reads
+the state of the last real token. Example::
 
     python examples/run_pubmedqa.py examples/configs/pubmedqa.yaml --data_dir path/to/data \\
         --model_name_or_path state-spaces/mamba-130m-hf --output_dir outputs/pubmedqa
@@ -38,7 +39,9 @@ class ModelArguments(HubLoadingArguments):
         default=None,
         metadata={"help": "Checkpoint: Hub id (state-spaces/mamba-130m-hf) or folder; a new classification head."},
     )
-    model_type: str | None = field(default=None, metadata={"help": "Model type for a random init: `mamba` or `mamba2`."})
+    model_type: str | None = field(
+        default=None, metadata={"help": "Model type for a random init: `mamba` or `mamba2`."}
+    )
     config_overrides: str | None = field(
         default=None, metadata={"help": "Config of a random init, e.g. `hidden_size=64,num_hidden_layers=2`."}
     )
@@ -209,6 +212,11 @@ def main(argv: list[str] | None = None) -> dict:
         callbacks=reliability_callbacks(),
     )
 
+    if training_args.do_train and training_args.should_save and run.record_arguments:  # inputs are valid
+        from biomamba_hf import hub
+
+        hub.save_run_arguments(training_args.output_dir, model_args, data_args, training_args)
+
     results: dict = {}
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -237,6 +245,16 @@ def main(argv: list[str] | None = None) -> dict:
             answers = {r["pubid"]: LABELS[int(i)] for r, i in zip(splits["test"], np.argmax(logits, axis=-1))}
             path = Path(training_args.output_dir) / "predictions_pubmedqa_test.json"
             path.write_text(json.dumps(answers, indent=2) + "\n", encoding="utf-8")
+
+    if training_args.do_train and trainer.is_world_process_zero():
+        from biomamba_hf import hub
+
+        # The card is the text-classification card; run_args.json (written before training) holds the lineage.
+        hub.attach_model_card(trainer, **hub.card_kwargs_for_start(model_args.model_name_or_path))
+        if training_args.push_to_hub:
+            trainer.push_to_hub()
+        else:
+            trainer.create_model_card()
     return results
 
 

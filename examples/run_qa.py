@@ -55,7 +55,9 @@ class ModelArguments(HubLoadingArguments):
             "gets a new QA head. A QA checkpoint is evaluated or trained further with its own layout."
         },
     )
-    model_type: str | None = field(default=None, metadata={"help": "Model type for a random init: `mamba` or `mamba2`."})
+    model_type: str | None = field(
+        default=None, metadata={"help": "Model type for a random init: `mamba` or `mamba2`."}
+    )
     config_overrides: str | None = field(
         default=None,
         metadata={"help": "Config of a random init, e.g. `hidden_size=768,num_hidden_layers=24` (with --model_type)."},
