@@ -14,6 +14,7 @@ alike; a ``MambaForCausalLM``/``Mamba2ForCausalLM`` folder loads with a new QA h
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -50,6 +51,23 @@ class SafetensorsAutoModelForQuestionAnswering(AutoModelForQuestionAnswering):
             if allow_pickle or "pickle" not in str(err):
                 raise
             raise ValueError(f"{err} With pipeline(), opt in with model_kwargs={{'use_safetensors': False}}.") from err
+
+
+#: What every refused call form is told to pass instead.
+EXPECTED_INPUTS = (
+    "pass a question string and a context string (`question=`, `context=`; lists of strings for several), "
+    "a dict {'question': ..., 'context': ...}, or a non-empty list of such dicts"
+)
+
+
+def _as_strings(name: str, value) -> list:
+    """``question=``/``context=`` given as a list: a non-empty list (or other iterable) of its values."""
+    if value is None or isinstance(value, (bytes, dict)) or not isinstance(value, Iterable):
+        raise ValueError(f"`{name}` is {reprlib.repr(value)} (type {type(value).__name__}): {EXPECTED_INPUTS}.")
+    values = list(value)
+    if not values:
+        raise ValueError(f"`{name}` is an empty list: {EXPECTED_INPUTS}.")
+    return values
 
 
 def _is_qa_model(model) -> bool:
@@ -158,28 +176,39 @@ class QuestionAnsweringPipeline(ChunkPipeline):
     def _normalize_inputs(args, kwargs) -> tuple[dict | list[dict], bool]:
         """Turn the accepted call forms into one example dict or a list of them (and say which)."""
         if args and ("question" in kwargs or "context" in kwargs):
-            raise ValueError("Pass either positional inputs or `question=`/`context=`, not both.")
+            raise ValueError(f"Pass either positional inputs or `question=`/`context=`, not both; {EXPECTED_INPUTS}.")
         if not args:
-            if "question" not in kwargs or "context" not in kwargs:
-                raise ValueError("Pass `question=` and `context=`, a dict with those keys, or a list of such dicts.")
+            problems = [
+                f"`{name}=` is missing" if name not in kwargs else f"`{name}` is None"
+                for name in ("question", "context")
+                if kwargs.get(name) is None
+            ]
+            if problems:
+                given = ", ".join(f"{k}={reprlib.repr(kwargs[k])}" for k in ("question", "context") if k in kwargs)
+                raise ValueError(f"qa({given}): {' and '.join(problems)}; {EXPECTED_INPUTS}.")
             question, context = kwargs.pop("question"), kwargs.pop("context")
             if isinstance(question, str) and isinstance(context, str):
                 return {"question": question, "context": context}, False
-            questions = [question] * len(context) if isinstance(question, str) else list(question)
-            contexts = [context] * len(questions) if isinstance(context, str) else list(context)
+            questions = [question] * len(context) if isinstance(question, str) else _as_strings("question", question)
+            contexts = [context] * len(questions) if isinstance(context, str) else _as_strings("context", context)
             if len(questions) != len(contexts):
                 raise ValueError(f"Got {len(questions)} questions and {len(contexts)} contexts; pass equally many.")
             return [{"question": q, "context": c} for q, c in zip(questions, contexts)], True
         if len(args) == 2 and all(isinstance(a, str) for a in args):
             return {"question": args[0], "context": args[1]}, False
         if len(args) != 1:
-            raise ValueError("Pass one dict {'question': ..., 'context': ...} or a list of them.")
+            raise ValueError(f"Got {len(args)} positional inputs: {EXPECTED_INPUTS}.")
         inputs = args[0]
         if isinstance(inputs, dict):
             return inputs, False
         if isinstance(inputs, Iterable) and not isinstance(inputs, str):
-            return list(inputs), True
-        raise ValueError(f"Unsupported input of type {type(inputs).__name__}: pass a dict or a list of dicts.")
+            inputs = list(inputs)
+            if not inputs:
+                raise ValueError(f"qa([]): the list of inputs is empty; {EXPECTED_INPUTS}.")
+            return inputs, True
+        raise ValueError(
+            f"Unsupported input {reprlib.repr(inputs)} of type {type(inputs).__name__}: {EXPECTED_INPUTS}."
+        )
 
     def __call__(self, *args, **kwargs):
         inputs, batched = self._normalize_inputs(args, kwargs)
@@ -193,7 +222,11 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             raise ValueError(f"Input {index} must be a dict with 'question' and 'context' keys, got {example!r:.80}.")
         for field in ("question", "context"):
             value = example[field]
-            if not isinstance(value, str) or not value.strip():
+            if not isinstance(value, str):
+                raise ValueError(
+                    f"Input {index}: `{field}` is {reprlib.repr(value)} (type {type(value).__name__}); pass a non-empty string."
+                )
+            if not value.strip():
                 raise ValueError(f"Input {index}: `{field}` is empty; pass a non-empty string.")
 
     def preprocess(self, example, max_seq_len=384, doc_stride=128, max_question_len=64, align_to_words=True):

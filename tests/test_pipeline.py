@@ -15,6 +15,11 @@ from biomamba_hf.qa import prepare_qa_features
 QUESTION = "Which gene is mutated in cystic fibrosis?"
 FILLER = "Insulin is secreted by beta cells of the pancreatic islets. "
 CONTEXT = FILLER * 6 + "Cystic fibrosis results from mutations in the CFTR chloride channel. " + FILLER * 2
+#: The fix every refused call form states (matched as a regular expression).
+EXPECTED = (
+    r"pass a question string and a context string \(`question=`, `context=`; lists of strings for several\), "
+    r"a dict \{'question': \.\.\., 'context': \.\.\.\}, or a non-empty list of such dicts\."
+)
 
 
 class MarkerLogits:
@@ -159,7 +164,20 @@ def test_bert_style_models_use_the_pair_layout(bert_tokenizer):
         (lambda qa: qa(question=[QUESTION] * 2, context=[CONTEXT] * 3), "Got 2 questions and 3 contexts"),
         (lambda qa: qa(question=QUESTION, context=CONTEXT, top_k=0), "top_k must be a positive integer, got 0"),
         (lambda qa: qa(question=QUESTION, context=CONTEXT, max_seq_len=4), "leaves no room for context"),
-        (lambda qa: qa(42), "Unsupported input of type int"),
+        (lambda qa: qa(42), "Unsupported input 42 of type int"),
+        # None and empty inputs name themselves and what to pass (they raised TypeError/IndexError or said neither).
+        (
+            lambda qa: qa(question=None),
+            r"qa\(question=None\): `question` is None and `context=` is missing; " + EXPECTED,
+        ),
+        (lambda qa: qa(question=None, context=CONTEXT), r"qa\(question=None, context='.*'\): `question` is None; "),
+        (lambda qa: qa(question=QUESTION, context=None), r"qa\(question='.*', context=None\): `context` is None; "),
+        (lambda qa: qa([]), r"qa\(\[\]\): the list of inputs is empty; " + EXPECTED),
+        (lambda qa: qa(iter([])), r"qa\(\[\]\): the list of inputs is empty; "),
+        (lambda qa: qa(question=[], context=[]), "`question` is an empty list: " + EXPECTED),
+        (lambda qa: qa(question=QUESTION, context=[]), "`context` is an empty list: "),
+        (lambda qa: qa(question=5, context=CONTEXT), r"`question` is 5 \(type int\): "),
+        (lambda qa: qa([{"question": None, "context": CONTEXT}]), r"Input 0: `question` is None \(type NoneType\)"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(tokenizer, call, message):
