@@ -87,20 +87,24 @@ def main(argv: list[str] | None = None) -> int:
         (args,) = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
 
-    result = hub.push_to_hub(
-        args.model_dir,
-        args.repo_id,
-        pretraining_dir=args.pretraining_dir,
-        token=args.hub_token,
-        private=args.private,
-        revision=args.revision,
-        overwrite=args.overwrite,
-        dry_run=args.dry_run,
-        dry_run_dir=args.dry_run_dir,
-        commit_message=args.commit_message,
-        base_model=args.base_model,
-        install_command=args.install_command,
-    )
+    try:
+        result = hub.push_to_hub(
+            args.model_dir,
+            args.repo_id,
+            pretraining_dir=args.pretraining_dir,
+            token=args.hub_token,
+            private=args.private,
+            revision=args.revision,
+            overwrite=args.overwrite,
+            dry_run=args.dry_run,
+            dry_run_dir=args.dry_run_dir,
+            commit_message=args.commit_message,
+            base_model=args.base_model,
+            install_command=args.install_command,
+        )
+    except hub.HubUnreachableError as err:  # an expected condition, not a bug: the message, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     if args.dry_run:
         print(f"Dry run: nothing was uploaded. The folder that would be pushed to {args.repo_id} is {result}:")
         print(hub.format_file_list(result))

@@ -5,7 +5,11 @@ Only the network calls of ``huggingface_hub.HfApi`` are replaced (by a recorder)
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -317,3 +321,90 @@ def test_mamba2_checkpoints_are_pushed_with_a_mamba2_card(tmp_path, tokenizer_di
     assert "| epochs run | 0.25 |" in card.text
     model = model_class_named(architecture).from_pretrained(folder)
     assert type(model).__name__ == architecture
+
+
+def _offline_push_env(**overrides) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN")}
+    return {**env, "HF_TOKEN": FAKE_TOKEN, **overrides}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"HF_HUB_OFFLINE": "1"},
+            r"error: Cannot push: the Hugging Face Hub is offline for this process \(HF_HUB_OFFLINE is set\) while "
+            r"checking the token \(whoami\); nothing was uploaded to LeoYML/biomamba-130m\. To retry, unset "
+            r"HF_HUB_OFFLINE \(or set HF_HUB_OFFLINE=0\) and run the same command again",
+        ),
+        (  # a closed local port: the connection error huggingface_hub's HTTP library raises without a network
+            {"HF_ENDPOINT": "http://127.0.0.1:9"},
+            r"error: Cannot push: the Hugging Face Hub is unreachable \(no network\?\) while checking the token "
+            r"\(whoami\): ConnectError: .*; nothing was uploaded to LeoYML/biomamba-130m\. To retry, check the "
+            r"network connection .* and run the same command again",
+        ),
+    ],
+    ids=["HF_HUB_OFFLINE", "no-network"],
+)
+def test_pushing_while_offline_exits_non_zero_with_a_message_not_a_traceback(checkpoint, env, message):
+    qa_dir, clm_dir = checkpoint
+    command = [sys.executable, str(ROOT / "examples" / "push_to_hub.py"), "--model_dir", str(qa_dir)]
+    command += ["--repo_id", REPO_ID, "--pretraining_dir", str(clm_dir)]
+    proc = subprocess.run(command, capture_output=True, text=True, env=_offline_push_env(**env), timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert re.search(message, proc.stderr), proc.stderr
+    assert FAKE_TOKEN not in proc.stderr + proc.stdout
+
+
+def _connect_error() -> type[Exception]:
+    """The connection error of the HTTP library this huggingface_hub release uses (httpx2 on 2.x, httpx on 1.x)."""
+    for module_name in ("httpx2", "httpx"):
+        if importlib.util.find_spec(module_name):
+            return importlib.import_module(module_name).ConnectError
+    pytest.skip("huggingface_hub uses neither httpx2 nor httpx")
+
+
+@pytest.mark.parametrize(
+    ("failing_call", "step", "uploaded"),
+    [
+        ("whoami", r"checking the token \(whoami\)", r"nothing was uploaded to LeoYML/biomamba-130m\. "),
+        ("create_branch", "creating or finding the branch v0.1", r"\(no commit was made; the repository or branch"),
+        ("list_repo_files", "listing the repository's files", r"\(no commit was made; the repository or branch"),
+        ("create_commit", "uploading the commit", r"\(no commit was made; the repository or branch may have been"),
+    ],
+)
+@pytest.mark.parametrize("offline", [True, False], ids=["offline", "no-network"])
+def test_an_unreachable_hub_is_named_with_the_step_and_nothing_uploaded(
+    checkpoint, monkeypatch, failing_call, step, uploaded, offline
+):
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    qa_dir, clm_dir = checkpoint
+    hub_api = HubRecorder(monkeypatch)
+    error = (
+        OfflineModeIsEnabled("Cannot reach https://huggingface.co/api/whoami-v2: offline mode is enabled.")
+        if offline
+        else _connect_error()("[Errno -3] Temporary failure in name resolution")
+    )
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(HfApi, failing_call, fail)
+    reason = r"offline for this process \(HF_HUB_OFFLINE is set\)" if offline else r"unreachable \(no network\?\)"
+    retry = r"unset HF_HUB_OFFLINE" if offline else "check the network connection"
+    with pytest.raises(
+        hub.HubUnreachableError,
+        match=rf"Cannot push: the Hugging Face Hub is {reason} while {step}.*{uploaded}.*To retry, {retry}.* run the "
+        "same command again",
+    ):
+        hub.push_to_hub(qa_dir, REPO_ID, pretraining_dir=clm_dir, token=FAKE_TOKEN, revision="v0.1")
+    assert hub_api.commits == []
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    monkeypatch.delitem(sys.modules, "push_to_hub", raising=False)
+    import push_to_hub
+
+    argv = ["--model_dir", str(qa_dir), "--repo_id", REPO_ID, "--hub_token", FAKE_TOKEN, "--revision", "v0.1"]
+    assert push_to_hub.main(argv) == 1

@@ -21,10 +21,19 @@ from .card import (
     save_run_arguments,
     weights_fingerprint,
 )
-from .push import MODEL_FILES, TOKENIZER_FILES, UploadPlan, format_file_list, plan_upload, push_to_hub
+from .push import (
+    MODEL_FILES,
+    TOKENIZER_FILES,
+    HubUnreachableError,
+    UploadPlan,
+    format_file_list,
+    plan_upload,
+    push_to_hub,
+)
 
 __all__ = [
     "ARCHITECTURE_PIPELINES",
+    "HubUnreachableError",
     "LINEAGE_FIELD",
     "MODEL_FILES",
     "MODEL_INDEX_TABLE",

@@ -50,6 +50,62 @@ METRICS_PATTERNS = ("all_results.json", "*_results.json", "*per_batch*.json", TR
 _TOKEN_PATTERN = re.compile(rb"hf_[A-Za-z0-9]{30,}")
 
 
+class HubUnreachableError(ConnectionError):
+    """The Hub could not be reached (``HF_HUB_OFFLINE=1`` or no network); the message says what was uploaded."""
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """What ``huggingface_hub`` raises when the Hub cannot be reached, whichever HTTP library this release uses.
+
+    ``OfflineModeIsEnabled`` (``HF_HUB_OFFLINE=1``) is a ``ConnectionError``; connection failures and timeouts come
+    from its HTTP library (``httpx2``/``httpx`` transport errors, or ``requests``' connection errors and timeouts).
+    """
+    import importlib
+
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for module_name, names in (
+        ("httpx2", ("TransportError",)),
+        ("httpx", ("TransportError",)),
+        ("requests", ("ConnectionError", "Timeout")),
+    ):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        errors.extend(getattr(module, name) for name in names if isinstance(getattr(module, name, None), type))
+    return tuple(errors)
+
+
+def _unreachable(repo_id: str, step: str, err: BaseException, *, created: bool) -> HubUnreachableError:
+    """The error for a push that could not reach the Hub: why, what was (not) uploaded and how to retry."""
+    offline = _is_offline_error(err)
+    if offline:
+        reason = f"the Hugging Face Hub is offline for this process (HF_HUB_OFFLINE is set) while {step}"
+    else:
+        reason = f"the Hugging Face Hub is unreachable (no network?) while {step}: {type(err).__name__}: {err}"
+    uploaded = (
+        f"nothing was uploaded to {repo_id} (no commit was made; the repository or branch may have been created)"
+        if created
+        else f"nothing was uploaded to {repo_id}"
+    )
+    how_to_retry = (
+        "unset HF_HUB_OFFLINE (or set HF_HUB_OFFLINE=0)"
+        if offline
+        else "check the network connection (and HTTPS_PROXY, HF_ENDPOINT if you use them)"
+    )
+    return HubUnreachableError(
+        f"Cannot push: {reason}; {uploaded}. To retry, {how_to_retry} and run the same command again: the push is "
+        "one commit, so a rerun uploads every file. To check the upload folder without a network, use a dry run "
+        "(--dry_run --dry_run_dir DIR)."
+    )
+
+
+def _is_offline_error(err: BaseException) -> bool:
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    return isinstance(err, OfflineModeIsEnabled)
+
+
 @dataclass
 class UploadPlan:
     """Which local file goes to which path of the repository."""
@@ -232,6 +288,8 @@ def push_to_hub(
     Raises:
         ValueError: no token, a token without write access, a remote card/metrics file without ``overwrite``, a
             non-empty ``dry_run_dir``, a folder without safetensors weights, config or tokenizer.
+        HubUnreachableError: ``HF_HUB_OFFLINE`` is set or the Hub cannot be reached (any step: ``whoami`` to the
+            commit); the message names the step, says that no file was uploaded and how to retry.
     """
     from huggingface_hub import CommitOperationAdd, HfApi, get_token
 
@@ -256,11 +314,20 @@ def push_to_hub(
             "`hf auth login`, set HF_TOKEN, or pass --hub_token (a token with write access)."
         )
     api = api or HfApi()
-    _check_write_access(api.whoami(token=token), repo_id)
-    repo_id = api.create_repo(repo_id, token=token, private=private, exist_ok=True).repo_id
-    if revision is not None and revision != "main":
-        api.create_branch(repo_id, branch=revision, token=token, exist_ok=True)
-    remote = set(api.list_repo_files(repo_id, revision=revision, token=token))
+    network_errors = _network_errors()
+    step, created = "checking the token (whoami)", False
+    try:
+        _check_write_access(api.whoami(token=token), repo_id)
+        step = f"creating or finding the repository {repo_id}"
+        repo_id = api.create_repo(repo_id, token=token, private=private, exist_ok=True).repo_id
+        created = True
+        if revision is not None and revision != "main":
+            step = f"creating or finding the branch {revision}"
+            api.create_branch(repo_id, branch=revision, token=token, exist_ok=True)
+        step = "listing the repository's files"
+        remote = set(api.list_repo_files(repo_id, revision=revision, token=token))
+    except network_errors as err:
+        raise _unreachable(repo_id, step, err, created=created) from err
     clashes = sorted(remote & set(plan.protected))
     if clashes and not overwrite:
         raise ValueError(
@@ -276,10 +343,13 @@ def push_to_hub(
             for path in sorted(p for p in folder.rglob("*") if p.is_file())
         ]
         logger.info("Pushing %d files to %s (revision %s) in one commit", len(operations), repo_id, revision or "main")
-        return api.create_commit(
-            repo_id,
-            operations=operations,
-            commit_message=commit_message,
-            revision=revision,
-            token=token,
-        )
+        try:
+            return api.create_commit(
+                repo_id,
+                operations=operations,
+                commit_message=commit_message,
+                revision=revision,
+                token=token,
+            )
+        except network_errors as err:  # a commit is atomic: it was not made
+            raise _unreachable(repo_id, "uploading the commit", err, created=True) from err
