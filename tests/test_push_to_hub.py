@@ -408,3 +408,30 @@ def test_an_unreachable_hub_is_named_with_the_step_and_nothing_uploaded(
 
     argv = ["--model_dir", str(qa_dir), "--repo_id", REPO_ID, "--hub_token", FAKE_TOKEN, "--revision", "v0.1"]
     assert push_to_hub.main(argv) == 1
+
+
+def test_the_run_lock_and_other_bookkeeping_files_are_never_uploaded(checkpoint, monkeypatch, tmp_path):
+    from biomamba_hf.script_utils import LOCK_FILE, acquire_output_dir_lock, release_output_dir_lock
+
+    qa_dir, clm_dir = checkpoint
+    assert LOCK_FILE.startswith(hub.push.BOOKKEEPING_PREFIX)
+    # Names that match the metrics patterns (*_results.json, *per_batch*.json) but are the package's bookkeeping.
+    for run_dir in (qa_dir, clm_dir):
+        write_json(run_dir / "_biomamba_eval_results.json", {"eval_loss": 1.0})
+        write_json(run_dir / "_biomamba_per_batch.json", {})
+    acquire_output_dir_lock(qa_dir)  # the real lock of a run in progress (or left by a killed one)
+    try:
+        assert (qa_dir / LOCK_FILE).is_file()
+        (clm_dir / LOCK_FILE).write_text((qa_dir / LOCK_FILE).read_text())
+        plan = hub.plan_upload(qa_dir, pretraining_dir=clm_dir)
+        assert not [path for path in plan.files if "_biomamba" in path]
+        assert set(plan.files) | set(plan.generated) == expected_files(qa_dir)
+
+        folder = hub.push_to_hub(qa_dir, REPO_ID, pretraining_dir=clm_dir, dry_run=True, dry_run_dir=tmp_path / "up")
+        assert not list(folder.rglob("_*"))
+        hub_api = HubRecorder(monkeypatch)
+        hub.push_to_hub(qa_dir, REPO_ID, pretraining_dir=clm_dir, token=FAKE_TOKEN)
+        (commit,) = hub_api.commits
+        assert set(commit) == expected_files(qa_dir)
+    finally:
+        release_output_dir_lock(qa_dir)

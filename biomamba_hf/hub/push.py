@@ -45,8 +45,10 @@ TOKENIZER_FILES = (
 )
 #: Recorded metrics uploaded beside the card (glob patterns, matched in each run folder).
 METRICS_PATTERNS = ("all_results.json", "*_results.json", "*per_batch*.json", TRAINER_STATE_FILE, RUN_ARGS_FILE)
-#: Pickle-based files that are never uploaded.
-#: Remote files that are replaced only with ``overwrite=True``: the card and every metrics file.
+#: Files whose name starts with this are bookkeeping and never uploaded, whatever pattern they match: the package's
+#: ``_biomamba*`` files (the run lock ``script_utils.LOCK_FILE``, ...); ``Trainer.push_to_hub`` skips ``_*`` too.
+BOOKKEEPING_PREFIX = "_"
+#: A Hugging Face token: no uploaded file but the weights may contain one.
 _TOKEN_PATTERN = re.compile(rb"hf_[A-Za-z0-9]{30,}")
 
 
@@ -127,7 +129,8 @@ def plan_upload(model_dir: str | os.PathLike, *, pretraining_dir: str | os.PathL
     """List the files of a checkpoint folder to upload: safetensors weights, config, tokenizer and metrics.
 
     Metrics of a separate ``pretraining_dir`` go under ``pretraining/`` in the repository. Pickle files
-    (``*.bin``, ``*.pt``, ...) are never uploaded.
+    (``*.bin``, ``*.pt``, ...) and bookkeeping files (names starting with ``_``, such as the run lock
+    ``_biomamba_run.lock``) are never uploaded.
 
     Raises:
         ValueError: if the folder has no ``config.json``, no safetensors weights (with a hint when only pickle
@@ -178,6 +181,11 @@ def plan_upload(model_dir: str | os.PathLike, *, pretraining_dir: str | os.PathL
                 f"pretraining_dir {run_dir} holds no recorded results ({', '.join(METRICS_PATTERNS)}): pass the "
                 "output_dir of the run_clm.py run the model was fine-tuned from, or leave it out."
             )
+    bookkeeping = sorted(path for path in files if Path(path).name.startswith(BOOKKEEPING_PREFIX))
+    for path in bookkeeping:
+        del files[path]
+    if bookkeeping:
+        logger.info("Not uploading bookkeeping files: %s", ", ".join(bookkeeping))
     skipped = sorted(p.name for p in model_dir.iterdir() if p.suffix in PICKLE_WEIGHT_SUFFIXES)
     if skipped:
         logger.info("Not uploading pickle files of %s: %s", model_dir, ", ".join(skipped))
