@@ -82,6 +82,8 @@ class DataArguments:
     def __post_init__(self):
         if self.data_dir is None:
             self.data_dir = os.environ.get("BIOMAMBA_DATA_DIR") or None
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise ValueError(f"--data_dir {self.data_dir} is not a directory (relative data paths are read from it).")
         for name in ("max_seq_length", "max_question_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)}")
@@ -140,13 +142,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     from biomamba_hf.data.pubmedqa import LABELS, classification_metrics, encode_pubmedqa, load_pubmedqa
     from biomamba_hf.reliability import reliability_callbacks
-    from biomamba_hf.script_utils import resolve_data_path, setup_logging, start_run
+    from biomamba_hf.script_utils import existing_data_path, setup_logging, start_run
     from biomamba_hf.trainer import BiomambaTrainer, padding_collator
 
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args, logger)
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
+    # A missing data folder is named with where relative paths are read from, before the output dir is touched.
+    pubmedqa_dir = existing_data_path(data_args.pubmedqa_dir, data_args.data_dir, "--pubmedqa_dir")
     # Before any data is read: model sources, output dir (writable, locked, what to resume, recorded arguments).
     run = start_run(training_args, model_args, data_args)
     checkpoint = run.checkpoint
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     set_seed(training_args.seed)
 
     splits = load_pubmedqa(
-        resolve_data_path(data_args.pubmedqa_dir, data_args.data_dir),
+        pubmedqa_dir,
         dev_size=data_args.dev_size,
         seed=training_args.seed,
     )

@@ -247,3 +247,30 @@ def test_run_pubmedqa_end_to_end_on_mamba2(run_pubmedqa, mamba2_clm_dir, tokeniz
     assert isinstance(model, Mamba2ForSequenceClassification) and model.config.num_labels == 3
     code_paths = [r.getMessage() for r in caplog.records if "code path" in r.getMessage()]
     assert code_paths == [f"Mamba-2 code path: {MAMBA2_FAST_PATH_NAME}"], code_paths
+
+
+@pytest.mark.parametrize(
+    ("data_dir", "message"),
+    [
+        (
+            None,
+            r"--pubmedqa_dir pubmedqa: relative paths are read from --data_dir, and neither --data_dir nor "
+            r"BIOMAMBA_DATA_DIR is set, so from the current folder .*\. Pass --data_dir \(e\.g\. --data_dir "
+            r"\.\./shared/data\) or set BIOMAMBA_DATA_DIR to the folder holding the data\.",
+        ),
+        ("empty", r"--pubmedqa_dir pubmedqa: not found under --data_dir .*empty \(or BIOMAMBA_DATA_DIR\); check the"),
+        ("typo", r"--data_dir .*typo is not a directory \(relative data paths are read from it\)\."),
+    ],
+)
+def test_a_missing_pubmedqa_dir_says_where_it_was_looked_for_like_run_qa(
+    run_pubmedqa, monkeypatch, tmp_path, data_dir, message
+):
+    monkeypatch.delenv("BIOMAMBA_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    argv = ["--model_name_or_path", "x", "--do_train", "--output_dir", str(tmp_path / "out"), "--report_to", "none"]
+    if data_dir is not None:
+        argv += ["--data_dir", str(tmp_path / data_dir)]
+    with pytest.raises(ValueError, match=message):
+        run_pubmedqa.main(argv)
+    assert not (tmp_path / "out").exists()
