@@ -68,7 +68,30 @@ def _optimizer(model):
     return params, torch.optim.AdamW(params, lr=6e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
 
 
-def time_loop(model, device, micro_batch, seq_len, steps, warmup, autocast: bool, vocab_size: int, seed=0):
+def training_loss(model, batch, chunked: str | None, chunk_size: int):
+    """The loss of a training step: the model's own, or biomamba_hf.speed's chunked one (implementation ``chunked``);
+    ``model`` may be a DistributedDataParallel wrapper, which then runs the forward."""
+    if not chunked:
+        return model(**batch).loss
+    from biomamba_hf.speed import causal_lm_loss
+
+    inner = getattr(model, "module", model)
+    return causal_lm_loss(inner, batch, wrapped=model, chunk_size=chunk_size, implementation=chunked)
+
+
+def time_loop(
+    model,
+    device,
+    micro_batch,
+    seq_len,
+    steps,
+    warmup,
+    autocast: bool,
+    vocab_size: int,
+    seed=0,
+    chunked=None,
+    chunk_size=1024,
+):
     """Tokens/s of ``steps`` optimizer steps after ``warmup`` ones; returns (tokens_per_s, peak_bytes)."""
     generator = torch.Generator().manual_seed(seed)
     batches = [torch.randint(2, vocab_size, (micro_batch, seq_len), generator=generator).to(device) for _ in range(2)]
@@ -78,7 +101,7 @@ def time_loop(model, device, micro_batch, seq_len, steps, warmup, autocast: bool
     def step(i):
         ids = batches[i % len(batches)]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = model(input_ids=ids, labels=ids).loss
+            loss = training_loss(model, {"input_ids": ids, "labels": ids}, chunked, chunk_size)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -114,9 +137,15 @@ class _StepTimer:
         self.callback = Callback()
 
 
-def time_trainer(model, device, micro_batch, seq_len, steps, warmup, bf16: bool, vocab_size: int):
-    """Tokens/s of ``Trainer.train`` between the end of step ``warmup`` and the last step."""
-    from transformers import Trainer, TrainingArguments
+def time_trainer(
+    model, device, micro_batch, seq_len, steps, warmup, bf16: bool, vocab_size: int, chunked=None, chunk_size=1024
+):
+    """Tokens/s of ``Trainer.train`` (``CausalLMTrainer`` with ``--loss_chunk_size`` for a chunked row) between the
+    end of step ``warmup`` and the last step."""
+    from biomamba_hf.trainer import CausalLMTrainer, CLMTrainingArguments
+
+    class Trainer(CausalLMTrainer):
+        loss_implementation = chunked or "auto"
 
     generator = torch.Generator().manual_seed(0)
     rows = [
@@ -124,8 +153,9 @@ def time_trainer(model, device, micro_batch, seq_len, steps, warmup, bf16: bool,
     ]
     timer = _StepTimer(device)
     with tempfile.TemporaryDirectory() as output_dir, common.PeakMemory(device) as memory:
-        args = TrainingArguments(
+        args = CLMTrainingArguments(
             output_dir=output_dir,
+            loss_chunk_size=chunk_size if chunked else 0,
             per_device_train_batch_size=micro_batch,
             max_steps=warmup + steps,
             bf16=bf16,
@@ -198,10 +228,10 @@ def row_specs(args):
     }
 
 
-def build_model(family, args, device, chunked, extra):
+def build_model(family, args, device, extra):
     from transformers import GPT2LMHeadModel, MambaForCausalLM
 
-    from biomamba_hf.speed import compile_non_scan_parts, enable_chunked_cross_entropy
+    from biomamba_hf.speed import compile_non_scan_parts
 
     if family == "mamba":
         model = common.build(MambaForCausalLM, common.mamba_config(args.size), device)
@@ -210,8 +240,6 @@ def build_model(family, args, device, chunked, extra):
         model = common.build(GPT2LMHeadModel, config, device)
     if extra == "bf16_weights":
         model = model.to(torch.bfloat16)
-    if chunked:
-        enable_chunked_cross_entropy(model, chunk_size=args.chunk_size, implementation=chunked)
     if extra == "compile":
         compile_non_scan_parts(model)
     return model
@@ -240,16 +268,34 @@ def single_device_table(args, device, code_path) -> str:
             continue
         common.free_memory(device)
         try:
-            model = build_model(family, args, device, chunked, extra)
+            model = build_model(family, args, device, extra)
             params = common.count_parameters(model)
             vocab = model.config.vocab_size
             if timing == "trainer":
                 tps, peak = time_trainer(
-                    model, device, micro_batch, args.seq_len, args.steps, args.warmup, autocast, vocab
+                    model,
+                    device,
+                    micro_batch,
+                    args.seq_len,
+                    args.steps,
+                    args.warmup,
+                    autocast,
+                    vocab,
+                    chunked,
+                    args.chunk_size,
                 )
             else:
                 tps, peak = time_loop(
-                    model, device, micro_batch, args.seq_len, args.steps, args.warmup, autocast, vocab
+                    model,
+                    device,
+                    micro_batch,
+                    args.seq_len,
+                    args.steps,
+                    args.warmup,
+                    autocast,
+                    vocab,
+                    chunked=chunked,
+                    chunk_size=args.chunk_size,
                 )
         except Exception as error:  # an OOM or a failing compile is a result too
             reason = "OOM" if common.is_oom(error) else f"failed: {type(error).__name__}: {str(error)[:80]}"
@@ -308,19 +354,40 @@ def ddp_table(args, code_path) -> str | None:
     rb = args.recipe_micro_batch
     results = {}
     if rank == 0:
-        model = build_model("mamba", args, device, "torch", None)
+        model = build_model("mamba", args, device, None)
         results[1], _ = time_loop(
-            model, device, rb, args.seq_len, args.steps, args.warmup, True, model.config.vocab_size
+            model,
+            device,
+            rb,
+            args.seq_len,
+            args.steps,
+            args.warmup,
+            True,
+            model.config.vocab_size,
+            chunked="torch",
+            chunk_size=args.chunk_size,
         )
         model = None
         common.free_memory(device)
     dist.barrier()
-    model = build_model("mamba", args, device, "torch", None)
+    model = build_model("mamba", args, device, None)
     params = common.count_parameters(model)
     vocab = model.config.vocab_size
     ddp_model = DistributedDataParallel(model, device_ids=[local_rank] if cuda else None)
     ddp_model.config = model.config
-    per_rank, peak = time_loop(ddp_model, device, rb, args.seq_len, args.steps, args.warmup, True, vocab, seed=rank)
+    per_rank, peak = time_loop(
+        ddp_model,
+        device,
+        rb,
+        args.seq_len,
+        args.steps,
+        args.warmup,
+        True,
+        vocab,
+        seed=rank,
+        chunked="torch",
+        chunk_size=args.chunk_size,
+    )
     slowest = torch.tensor([rb * args.seq_len * args.steps / per_rank], device=device)
     dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
     results[world] = world * rb * args.seq_len * args.steps / slowest.item()

@@ -4,7 +4,7 @@ Details: docs/modules.md.
 
 from __future__ import annotations
 
-import types
+import inspect
 
 import torch
 
@@ -12,16 +12,16 @@ from .data.clm import IGNORE_INDEX
 
 __all__ = [
     "CHUNKED_CE_IMPLEMENTATIONS",
+    "causal_lm_loss",
+    "check_chunked_loss_model",
     "chunked_linear_cross_entropy",
     "compile_non_scan_parts",
-    "disable_chunked_cross_entropy",
-    "enable_chunked_cross_entropy",
     "liger_available",
+    "loss_kernel",
 ]
 
 #: ``implementation`` values of :func:`chunked_linear_cross_entropy`.
 CHUNKED_CE_IMPLEMENTATIONS = ("auto", "torch", "liger")
-_ORIGINAL_FORWARD = "_biomamba_original_forward"
 
 
 def liger_available() -> bool:
@@ -168,10 +168,7 @@ def chunked_linear_cross_entropy(
     hidden = hidden.reshape(-1, hidden.shape[-1])
     labels = labels.reshape(-1)
 
-    use_liger = implementation == "liger" or (
-        implementation == "auto" and hidden.device.type == "cuda" and liger_available()
-    )
-    if use_liger:
+    if loss_kernel(hidden.device, implementation) == "liger-kernel":
         if hidden.device.type != "cuda":
             raise ValueError(
                 f"implementation='liger' runs liger-kernel's Triton kernel, which needs CUDA tensors (got "
@@ -193,49 +190,9 @@ def chunked_linear_cross_entropy(
     return loss_sum / denominator
 
 
-def _chunked_forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, **kwargs):
-    """Forward of a causal LM whose training loss goes through :func:`chunked_linear_cross_entropy`."""
-    original = getattr(self, _ORIGINAL_FORWARD)
-    if labels is None or not self.training or not torch.is_grad_enabled():
-        return original(
-            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, labels=labels, **kwargs
-        )
-    from transformers.modeling_outputs import CausalLMOutputWithPast
-
-    settings = self._biomamba_chunked_ce
-    num_items_in_batch = kwargs.pop("num_items_in_batch", None)
-    output_hidden_states = kwargs.pop("output_hidden_states", None)
-    body_kwargs = {"use_cache": False, "return_dict": True, "output_hidden_states": output_hidden_states}
-    if attention_mask is not None:
-        body_kwargs["attention_mask"] = attention_mask
-    body = getattr(self, self.base_model_prefix)
-    outputs = body(input_ids=input_ids, inputs_embeds=inputs_embeds, **body_kwargs)
-    loss = chunked_linear_cross_entropy(
-        outputs.last_hidden_state,
-        self.get_output_embeddings().weight,
-        labels,
-        num_items_in_batch=num_items_in_batch,
-        chunk_size=settings["chunk_size"],
-        implementation=settings["implementation"],
-    )
-    return CausalLMOutputWithPast(loss=loss, logits=None, hidden_states=outputs.hidden_states)
-
-
-def enable_chunked_cross_entropy(model, chunk_size: int = 1024, implementation: str = "auto"):
-    """Make ``model`` compute its training loss with :func:`chunked_linear_cross_entropy`; returns ``model``.
-
-    Only calls in training mode, with gradients enabled and with ``labels`` change: they return the loss and
-    ``logits=None`` (``Trainer`` needs only the loss). Evaluation, generation and ``save_pretrained`` are untouched.
-    Idempotent (a second call updates the settings); undo with :func:`disable_chunked_cross_entropy`.
-
-    Raises:
-        ValueError: for a model without a bias-free output layer or a base model attribute, a non-positive
-            ``chunk_size`` or an unknown ``implementation``.
-    """
-    if implementation not in CHUNKED_CE_IMPLEMENTATIONS:
-        raise ValueError(f"implementation={implementation!r} is not one of {', '.join(CHUNKED_CE_IMPLEMENTATIONS)}.")
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive number of tokens, got {chunk_size!r}.")
+def check_chunked_loss_model(model) -> None:
+    """Raise ``ValueError`` unless :func:`causal_lm_loss` can compute the training loss of ``model``: a causal LM
+    with a bias-free linear output layer, a base model (``base_model_prefix``) and a ``logits_to_keep`` argument."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     prefix = getattr(model, "base_model_prefix", None)
     if not isinstance(head, torch.nn.Linear) or head.bias is not None or not hasattr(model, prefix or ""):
@@ -243,19 +200,59 @@ def enable_chunked_cross_entropy(model, chunk_size: int = 1024, implementation: 
             f"{type(model).__name__} is not a causal LM with a bias-free linear output layer and a base model "
             "(e.g. MambaForCausalLM, GPT2LMHeadModel): the chunked cross-entropy cannot replace its loss."
         )
-    model._biomamba_chunked_ce = {"chunk_size": chunk_size, "implementation": implementation}
-    if _ORIGINAL_FORWARD not in vars(model):
-        setattr(model, _ORIGINAL_FORWARD, model.forward)
-        model.forward = types.MethodType(_chunked_forward, model)
-    return model
+    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
+        raise ValueError(
+            f"{type(model).__name__}.forward has no logits_to_keep argument, so its forward would build the full "
+            "logits the chunked cross-entropy avoids; train it without --loss_chunk_size."
+        )
 
 
-def disable_chunked_cross_entropy(model):
-    """Undo :func:`enable_chunked_cross_entropy` (idempotent); returns ``model``."""
-    if _ORIGINAL_FORWARD in vars(model):
-        model.forward = vars(model).pop(_ORIGINAL_FORWARD)
-        del model._biomamba_chunked_ce
-    return model
+def causal_lm_loss(
+    model,
+    inputs: dict,
+    *,
+    wrapped=None,
+    num_items_in_batch: int | torch.Tensor | None = None,
+    chunk_size: int = 1024,
+    implementation: str = "auto",
+) -> torch.Tensor:
+    """Training loss of the causal LM ``model`` on the batch ``inputs`` (with ``labels``), through
+    :func:`chunked_linear_cross_entropy`: equal to ``model(**inputs).loss`` without the ``(tokens x vocab)`` logits.
+
+    The forward runs through ``wrapped`` (default ``model``; pass the ``DistributedDataParallel`` wrapper so that it
+    synchronises the gradients) with ``logits_to_keep=1``; the base model's last hidden state is read by a forward
+    hook held for that call only. ``num_items_in_batch`` divides the summed loss as in transformers' causal-LM loss.
+
+    Raises:
+        ValueError: see :func:`check_chunked_loss_model`; for a batch without ``labels``.
+    """
+    check_chunked_loss_model(model)
+    inputs = dict(inputs)
+    labels = inputs.pop("labels", None)
+    if labels is None:
+        raise ValueError(f"causal_lm_loss needs a batch with labels, got the keys {sorted(inputs)}.")
+    hidden = []
+    body = getattr(model, model.base_model_prefix)
+    handle = body.register_forward_hook(lambda module, args, output: hidden.append(output[0]))
+    try:
+        (wrapped if wrapped is not None else model)(**inputs, use_cache=False, logits_to_keep=1)
+    finally:
+        handle.remove()
+    return chunked_linear_cross_entropy(
+        hidden[-1],
+        model.get_output_embeddings().weight,
+        labels,
+        num_items_in_batch=num_items_in_batch,
+        chunk_size=chunk_size,
+        implementation=implementation,
+    )
+
+
+def loss_kernel(device: torch.device | str, implementation: str = "auto") -> str:
+    """The kernel :func:`chunked_linear_cross_entropy` runs on ``device``: ``"liger-kernel"`` or ``"PyTorch"``."""
+    on_cuda = torch.device(device).type == "cuda"
+    use_liger = implementation == "liger" or (implementation == "auto" and on_cuda and liger_available())
+    return "liger-kernel" if use_liger else "PyTorch"
 
 
 def compile_non_scan_parts(model, **compile_kwargs):

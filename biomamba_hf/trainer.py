@@ -22,6 +22,7 @@ __all__ = [
     "CLMTrainingArguments",
     "CausalLMTrainer",
     "ThroughputCallback",
+    "check_loss_chunking",
     "padding_collator",
     "perplexity",
     "token_nll_sums",
@@ -113,6 +114,16 @@ class CLMTrainingArguments(BiomambaTrainingArguments):
         super().__post_init__()
         if self.tokens_per_step is not None and self.tokens_per_step <= 0:
             raise ValueError(f"--tokens_per_step must be a positive number of tokens, got {self.tokens_per_step}")
+
+
+def check_loss_chunking(training_args) -> None:
+    """Refuse ``--loss_chunk_size`` where it cannot run: several GPUs in one process (``torch.nn.DataParallel``)."""
+    if getattr(training_args, "loss_chunk_size", 0) and training_args.n_gpu > 1:
+        raise ValueError(
+            f"--loss_chunk_size with {training_args.n_gpu} GPUs in one process (torch.nn.DataParallel) is not "
+            "supported: launch one process per GPU (`accelerate launch --multi_gpu` or `torchrun`), or restrict the "
+            "run to one GPU with CUDA_VISIBLE_DEVICES."
+        )
 
 
 def token_nll_sums(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
@@ -241,13 +252,20 @@ class _StartStep(TrainerCallback):
 
 
 class CausalLMTrainer(BiomambaTrainer):
-    """``Trainer`` whose evaluation loss is the exact token-level mean (see the module docstring).
+    """``Trainer`` of causal LMs: exact token-level evaluation loss, and the chunked training loss on request.
 
     The stock evaluation loop averages per-batch losses, which weights a short or padded last batch like a full one.
     Here each batch contributes its summed cross-entropy and its number of counted predictions (gathered across
     processes without duplicates), and ``eval_loss`` is their ratio. ``eval_num_predictions`` gives the count.
     Logits are reduced to two numbers per sequence before they leave the device, so evaluation memory stays small.
+
+    With ``--loss_chunk_size`` (:class:`CLMTrainingArguments`) the training loss goes through
+    :func:`biomamba_hf.speed.causal_lm_loss`, which never builds the ``(tokens x vocab)`` logits; evaluation keeps
+    the model's own forward and logits.
     """
+
+    #: ``implementation`` of :func:`biomamba_hf.speed.chunked_linear_cross_entropy` under ``--loss_chunk_size``.
+    loss_implementation: str = "auto"
 
     def __init__(self, *args, **kwargs):
         if kwargs.get("compute_metrics") is not None or kwargs.get("preprocess_logits_for_metrics") is not None:
@@ -255,6 +273,51 @@ class CausalLMTrainer(BiomambaTrainer):
         kwargs["compute_metrics"] = _token_level_metrics
         kwargs["preprocess_logits_for_metrics"] = _preprocess_logits_for_metrics
         super().__init__(*args, **kwargs)
+        self.loss_chunk_size = getattr(self.args, "loss_chunk_size", 0)
+        if self.loss_chunk_size:
+            from .speed import check_chunked_loss_model, loss_kernel
+
+            check_loss_chunking(self.args)
+            check_chunked_loss_model(self.model)
+            logging.getLogger(__name__).info(
+                "Training loss: chunked linear cross-entropy (%s), %d tokens per chunk",
+                loss_kernel(self.args.device, self.loss_implementation),
+                self.loss_chunk_size,
+            )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The chunked linear cross-entropy for a training step with ``--loss_chunk_size``, else ``Trainer``'s.
+
+        Normalised as ``Trainer`` normalises a model's own loss: by ``num_items_in_batch`` (the counted targets of
+        the whole gradient-accumulation step) where the model takes loss keyword arguments, else by this batch's
+        targets (and ``training_step`` divides by the accumulation steps); times the number of processes with
+        ``average_tokens_across_devices``.
+        """
+        if (
+            not self.loss_chunk_size
+            or return_outputs
+            or not model.training
+            or "labels" not in inputs
+            or self.label_smoother is not None
+            or self.compute_loss_func is not None
+        ):
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+        from .speed import causal_lm_loss
+
+        scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+        loss = causal_lm_loss(
+            self.accelerator.unwrap_model(model),
+            inputs,
+            wrapped=model,
+            num_items_in_batch=num_items_in_batch if scaled else None,
+            chunk_size=self.loss_chunk_size,
+            implementation=self.loss_implementation,
+        )
+        if scaled and self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss (no tensor parallelism here)
+        return loss
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"

@@ -397,17 +397,13 @@ def main(argv: list[str] | None = None) -> dict:
         start_run,
         tokens_per_optimizer_step,
     )
-    from biomamba_hf.trainer import CausalLMTrainer, ThroughputCallback, perplexity
+    from biomamba_hf.speed import check_chunked_loss_model
+    from biomamba_hf.trainer import CausalLMTrainer, ThroughputCallback, check_loss_chunking, perplexity
 
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args, logger)
     check_world_size(training_args)
-    if training_args.loss_chunk_size and training_args.n_gpu > 1:
-        raise ValueError(
-            f"--loss_chunk_size with {training_args.n_gpu} GPUs in one process (torch.nn.DataParallel) is not "
-            "supported: launch one process per GPU (`accelerate launch --multi_gpu` or `torchrun`), or restrict the "
-            "run to one GPU with CUDA_VISIBLE_DEVICES."
-        )
+    check_loss_chunking(training_args)  # before any data is read
     if not (training_args.do_train or training_args.do_eval):
         raise ValueError("Nothing to do: pass --do_train and/or --do_eval.")
     if data_args.streaming and training_args.do_train and training_args.max_steps <= 0:
@@ -459,15 +455,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = load_model(model_args, config, tokenizer)
     preflight(training_args, model)  # enough disk for the checkpoints kept
     if training_args.loss_chunk_size:
-        from biomamba_hf.speed import enable_chunked_cross_entropy, liger_available
-
-        enable_chunked_cross_entropy(model, chunk_size=training_args.loss_chunk_size)
-        kernel = "liger-kernel" if training_args.device.type == "cuda" and liger_available() else "PyTorch"
-        logger.info(
-            "Training loss: chunked linear cross-entropy (%s), %d tokens per chunk",
-            kernel,
-            training_args.loss_chunk_size,
-        )
+        check_chunked_loss_model(model)  # before any data is tokenized; CausalLMTrainer computes the chunked loss
 
     block_size = data_args.block_size
     train_dataset = eval_dataset = None

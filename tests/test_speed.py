@@ -10,10 +10,10 @@ from helpers import tiny_config
 
 from biomamba_hf import speed
 from biomamba_hf.speed import (
+    causal_lm_loss,
+    check_chunked_loss_model,
     chunked_linear_cross_entropy,
     compile_non_scan_parts,
-    disable_chunked_cross_entropy,
-    enable_chunked_cross_entropy,
 )
 
 VOCAB = 53
@@ -151,80 +151,101 @@ def _gpt2(seed=0):
     return GPT2LMHeadModel(config)
 
 
-@pytest.mark.parametrize("build", [_mamba, _gpt2], ids=["mamba", "gpt2"])
-def test_model_training_loss_and_grads_match_stock(build):
-    model = build()
-    model.train()
-    ids = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(0))
+def _batch(seed=0):
+    ids = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(seed))
     labels = ids.clone()
     labels[1, 9:] = -100
-    stock = model(input_ids=ids, labels=labels)
-    stock.loss.backward()
-    stock_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+
+def _grads(model):
+    grads = {name: param.grad.clone() for name, param in model.named_parameters()}
     model.zero_grad()
-
-    assert enable_chunked_cross_entropy(model, chunk_size=5) is model
-    chunked = model(input_ids=ids, labels=labels)
-    assert chunked.logits is None
-    chunked.loss.backward()
-    torch.testing.assert_close(chunked.loss, stock.loss)
-    for name, param in model.named_parameters():
-        torch.testing.assert_close(param.grad, stock_grads[name], rtol=1e-4, atol=1e-6, msg=f"grad of {name}")
-
-    model.eval()  # evaluation keeps the stock path and its logits
-    with torch.no_grad():
-        evaluated = model(input_ids=ids, labels=labels)
-    assert evaluated.logits.shape == (2, 12, VOCAB)
-    torch.testing.assert_close(evaluated.loss, stock.loss)
+    return grads
 
 
-def test_enable_is_idempotent_and_disable_restores(tmp_path):
-    model = _mamba()
-    enable_chunked_cross_entropy(model, chunk_size=4)
-    enable_chunked_cross_entropy(model, chunk_size=8, implementation="torch")
-    assert model._biomamba_chunked_ce == {"chunk_size": 8, "implementation": "torch"}
-    model.save_pretrained(tmp_path)  # checkpoint format unchanged
-    from transformers import MambaForCausalLM
+@pytest.mark.parametrize("build", [_mamba, _gpt2], ids=["mamba", "gpt2"])
+@pytest.mark.parametrize("num_items_in_batch", [None, 25])
+def test_causal_lm_loss_and_grads_match_stock(build, num_items_in_batch):
+    model = build().train()
+    batch = _batch()
+    stock = model(**batch, num_items_in_batch=num_items_in_batch).loss
+    stock.backward()
+    stock_grads = _grads(model)
 
-    assert type(MambaForCausalLM.from_pretrained(tmp_path)) is MambaForCausalLM
-    disable_chunked_cross_entropy(model)
-    disable_chunked_cross_entropy(model)
-    model.train()
-    ids = torch.randint(0, VOCAB, (1, 6))
-    assert model(input_ids=ids, labels=ids).logits is not None
-    assert not hasattr(model, "_biomamba_chunked_ce")
+    head_positions = []
+    model.get_output_embeddings().register_forward_hook(lambda m, args, out: head_positions.append(out.shape[1]))
+    loss = causal_lm_loss(model, batch, num_items_in_batch=num_items_in_batch, chunk_size=5)
+    loss.backward()
+    assert head_positions == [1]  # the forward made the logits of one position, not of all 12
+    torch.testing.assert_close(loss, stock)
+    for name, grad in _grads(model).items():
+        torch.testing.assert_close(grad, stock_grads[name], rtol=1e-4, atol=1e-6, msg=f"grad of {name}")
+    body = getattr(model, model.base_model_prefix)
+    assert not body._forward_hooks and "forward" not in vars(model)  # nothing left on the model
 
 
-def test_enable_rejects_models_without_a_linear_head():
+def test_causal_lm_loss_runs_the_forward_through_the_wrapper(tmp_path):
+    """Through DistributedDataParallel (one gloo process): its forward runs, the gradients equal the stock ones."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    model, batch = _mamba().train(), _batch(seed=1)
+    model(**batch).loss.backward()
+    stock_grads = _grads(model)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        wrapped = DistributedDataParallel(model)
+        calls = []
+        wrapped.register_forward_pre_hook(lambda module, args: calls.append(module))
+        causal_lm_loss(model, batch, wrapped=wrapped, chunk_size=4).backward()
+    finally:
+        dist.destroy_process_group()
+    assert calls == [wrapped]
+    for name, grad in _grads(model).items():
+        torch.testing.assert_close(grad, stock_grads[name], rtol=1e-4, atol=1e-6, msg=f"grad of {name}")
+
+
+def test_chunked_loss_refuses_models_it_cannot_serve():
     from biomamba_hf import MambaForQuestionAnswering
 
     model = MambaForQuestionAnswering(tiny_config(vocab_size=VOCAB))
     with pytest.raises(ValueError, match=r"MambaForQuestionAnswering is not a causal LM with a bias-free linear"):
-        enable_chunked_cross_entropy(model)
-    with pytest.raises(ValueError, match=r"chunk_size must be a positive number of tokens, got -1"):
-        enable_chunked_cross_entropy(_mamba(), chunk_size=-1)
+        check_chunked_loss_model(model)
+    with pytest.raises(ValueError, match=r"causal_lm_loss needs a batch with labels, got the keys \['input_ids'\]"):
+        causal_lm_loss(_mamba(), {"input_ids": torch.zeros(1, 4, dtype=torch.long)})
 
 
-@pytest.mark.slow
-def test_trainer_with_gradient_accumulation_matches_stock(tmp_path):
-    """Two optimizer steps of Trainer (accumulation 2, padded labels) give the same weights with and without it."""
-    from transformers import Trainer, TrainingArguments
-
+def _clm_rows(count=8, length=16):
     generator = torch.Generator().manual_seed(0)
     rows = []
-    for i in range(8):
-        ids = torch.randint(2, VOCAB, (16,), generator=generator)
+    for i in range(count):
+        ids = torch.randint(2, VOCAB, (length,), generator=generator)
         labels = ids.clone()
         labels[10 + i % 4 :] = -100  # unequal token counts per micro-batch: num_items_in_batch matters
         rows.append({"input_ids": ids, "labels": labels})
+    return rows
 
-    def train(chunked: bool):
+
+@pytest.mark.slow
+def test_trainer_with_gradient_accumulation_matches_stock(tmp_path, monkeypatch):
+    """CausalLMTrainer with --loss_chunk_size: two optimizer steps (accumulation 2, padded labels) give the weights
+    of the stock loss, the chunked loss runs in training only, and evaluation gives the same token-level loss."""
+    from biomamba_hf.trainer import CausalLMTrainer, CLMTrainingArguments
+
+    rows = _clm_rows()
+    calls = []
+    original = speed.chunked_linear_cross_entropy
+    monkeypatch.setattr(speed, "chunked_linear_cross_entropy", lambda *a, **k: calls.append(1) or original(*a, **k))
+
+    def train(loss_chunk_size: int):
         model = _mamba(seed=1)
-        if chunked:
-            enable_chunked_cross_entropy(model, chunk_size=6)
-        args = TrainingArguments(
-            output_dir=str(tmp_path / f"chunked_{chunked}"),
+        args = CLMTrainingArguments(
+            output_dir=str(tmp_path / f"chunk_{loss_chunk_size}"),
+            loss_chunk_size=loss_chunk_size,
+            do_train=True,
             per_device_train_batch_size=2,
+            per_device_eval_batch_size=3,
             gradient_accumulation_steps=2,
             max_steps=2,
             learning_rate=1e-2,
@@ -234,18 +255,31 @@ def test_trainer_with_gradient_accumulation_matches_stock(tmp_path):
             seed=0,
             dataloader_num_workers=0,
         )
-        result = Trainer(model=model, args=args, train_dataset=rows).train()
-        return model, result.training_loss
+        trainer = CausalLMTrainer(model=model, args=args, train_dataset=rows, eval_dataset=rows[:5])
+        training_loss = trainer.train().training_loss
+        return model, training_loss, trainer.evaluate()["eval_loss"]
 
-    stock_model, stock_loss = train(chunked=False)
-    chunked_model, chunked_loss = train(chunked=True)
+    stock_model, stock_loss, stock_eval = train(loss_chunk_size=0)
+    assert calls == []
+    chunked_model, chunked_loss, chunked_eval = train(loss_chunk_size=6)
+    assert len(calls) == 4  # one per micro-batch; none in evaluation
     assert chunked_loss == pytest.approx(stock_loss, rel=1e-5)
+    assert chunked_eval == pytest.approx(stock_eval, rel=1e-5)
     initial = _mamba(seed=1).state_dict()
     changed = 0
     for name, value in chunked_model.state_dict().items():
         torch.testing.assert_close(value, stock_model.state_dict()[name], rtol=1e-4, atol=1e-5, msg=name)
         changed += not torch.equal(value, initial[name])
     assert changed > 0
+
+
+def test_trainer_refuses_a_model_without_a_causal_lm_head(tmp_path):
+    from biomamba_hf import MambaForQuestionAnswering
+    from biomamba_hf.trainer import CausalLMTrainer, CLMTrainingArguments
+
+    args = CLMTrainingArguments(output_dir=str(tmp_path), loss_chunk_size=8, report_to="none", use_cpu=True)
+    with pytest.raises(ValueError, match=r"MambaForQuestionAnswering is not a causal LM"):
+        CausalLMTrainer(model=MambaForQuestionAnswering(tiny_config(vocab_size=VOCAB)), args=args)
 
 
 def test_compile_non_scan_parts_keeps_outputs():
