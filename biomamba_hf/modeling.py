@@ -2,8 +2,8 @@
 
 The heads follow the layout of transformers' ``models/mamba/modeling_mamba.py``: they subclass
 ``MambaPreTrainedModel`` (``Mamba2PreTrainedModel`` for Mamba-2), keep the body at ``self.backbone`` (so checkpoints
-of ``MambaForCausalLM``/``Mamba2ForCausalLM`` such as ``state-spaces/mamba-130m-hf`` or ``state-spaces/mamba2-130m``
-load into them with only the head newly initialised), call ``post_init()`` last and return the standard
+of ``MambaForCausalLM``/``Mamba2ForCausalLM`` such as ``state-spaces/mamba-130m-hf``, or ``state-spaces/mamba2-130m``
+once converted from mamba_ssm's format by ``biomamba-convert``, load into them with only the head newly initialised), call ``post_init()`` last and return the standard
 ``ModelOutput`` dataclasses.
 
 Both backbones take the same arguments and return ``last_hidden_state``, so the head logic is written once, in
@@ -243,7 +243,8 @@ class MambaForSequenceClassification(SequenceClassificationHeadMixin, MambaPreTr
 class Mamba2ForQuestionAnswering(QuestionAnsweringHeadMixin, Mamba2PreTrainedModel):
     """Mamba-2 with a span-extraction head (see :class:`QuestionAnsweringHeadMixin` for inputs and outputs).
 
-    Loads checkpoints of ``Mamba2ForCausalLM`` (e.g. ``state-spaces/mamba2-130m``) with only ``qa_outputs`` new.
+    Loads ``Mamba2ForCausalLM`` checkpoints (e.g. ``state-spaces/mamba2-130m`` after ``biomamba-convert``) with only
+    ``qa_outputs`` new.
     """
 
     def __init__(self, config: Mamba2Config):
@@ -256,7 +257,8 @@ class Mamba2ForQuestionAnswering(QuestionAnsweringHeadMixin, Mamba2PreTrainedMod
 class Mamba2ForSequenceClassification(SequenceClassificationHeadMixin, Mamba2PreTrainedModel):
     """Mamba-2 with a classification head on the last real token (see :class:`SequenceClassificationHeadMixin`).
 
-    Loads checkpoints of ``Mamba2ForCausalLM`` (e.g. ``state-spaces/mamba2-130m``) with only ``score`` new.
+    Loads ``Mamba2ForCausalLM`` checkpoints (e.g. ``state-spaces/mamba2-130m`` after ``biomamba-convert``) with only
+    ``score`` new.
     """
 
     def __init__(self, config: Mamba2Config):
