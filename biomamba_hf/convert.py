@@ -19,7 +19,6 @@ The mamba_ssm sources this mirrors: ``models/config_mamba.py``, ``models/mixer_s
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -30,6 +29,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from .bioasq.formats import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -543,9 +544,9 @@ def convert_mamba_ssm_checkpoint(
             "next to its weights"
         )
     try:
-        raw_config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConversionError(f"{config_path} is not valid JSON: {err}") from err
+        raw_config = read_json(config_path)
+    except ValueError as err:
+        raise ConversionError(str(err)) from None
     family, kwargs = mamba_ssm_config_to_transformers(raw_config, where=str(config_path))
     if family == "mamba2" and kwargs["n_groups"] > 1 and not transformers_mamba2_norm_is_grouped():
         import transformers

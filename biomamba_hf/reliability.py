@@ -19,6 +19,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from .bioasq.formats import read_json_object, write_json
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -85,14 +87,6 @@ def _fsync_path(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
-def _read_json_object(path: Path) -> dict | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def mark_checkpoint_complete(checkpoint_dir: str | os.PathLike, global_step: int | None = None) -> Path:
     """Flush every file of ``checkpoint_dir`` to disk, then atomically write :data:`COMPLETE_MARKER` into it.
 
@@ -111,18 +105,9 @@ def mark_checkpoint_complete(checkpoint_dir: str | os.PathLike, global_step: int
     for directory in sorted({p.parent for p in checkpoint_dir.rglob("*")} | {checkpoint_dir}):
         _fsync_path(directory, directory=True)
     marker = {"format": _MARKER_FORMAT, "global_step": step, "files": files, "time": time.time()}
-    fd, tmp = tempfile.mkstemp(dir=checkpoint_dir, prefix=f".{COMPLETE_MARKER}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(marker, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, checkpoint_dir / COMPLETE_MARKER)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path = write_json(checkpoint_dir / COMPLETE_MARKER, marker, sort_keys=True, atomic=True)
     _fsync_path(checkpoint_dir, directory=True)
-    return checkpoint_dir / COMPLETE_MARKER
+    return path
 
 
 def checkpoint_problem(checkpoint_dir: str | os.PathLike, require_marker: bool = True) -> str | None:
@@ -138,13 +123,13 @@ def checkpoint_problem(checkpoint_dir: str | os.PathLike, require_marker: bool =
         return f"{checkpoint_dir} is not a checkpoint-<step> folder"
     step = int(match.group(1))
     if not require_marker:
-        state = _read_json_object(checkpoint_dir / TRAINER_STATE_NAME)
+        state = read_json_object(checkpoint_dir / TRAINER_STATE_NAME)
         if state is None:
             return f"its {TRAINER_STATE_NAME} is missing or unreadable (the save was interrupted)"
         if state.get("global_step") != step:
             return f"its {TRAINER_STATE_NAME} is for step {state.get('global_step')!r}, not {step}"
         return None
-    marker = _read_json_object(checkpoint_dir / COMPLETE_MARKER)
+    marker = read_json_object(checkpoint_dir / COMPLETE_MARKER)
     if marker is None:
         return f"it has no {COMPLETE_MARKER} (the save was interrupted before it finished)"
     if marker.get("global_step") != step or not isinstance(marker.get("files"), dict):

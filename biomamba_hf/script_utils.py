@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -9,6 +10,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .bioasq.formats import read_json, read_json_object
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
@@ -619,17 +622,11 @@ def acquire_output_dir_lock(output_dir: str | os.PathLike) -> Path:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
-            try:
-                holder = json.loads(path.read_text(encoding="utf-8"))
-                holder = holder if isinstance(holder, dict) else None
-            except FileNotFoundError:
-                continue  # released meanwhile
-            except (OSError, ValueError):
-                holder = None
+            holder = read_json_object(path)
             try:
                 stale = _stale_reason(holder, path)
             except FileNotFoundError:
-                continue
+                continue  # released meanwhile
             if stale is None:
                 raise OutputDirInUseError(
                     f"--output_dir {output_dir} is in use by another run: {_describe_holder(holder)}. Two runs in "
@@ -663,12 +660,10 @@ def release_output_dir_lock(output_dir: str | os.PathLike) -> None:
     if entry is None:
         return
     path, created = entry
-    try:
-        holder = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(holder, dict) and holder.get("pid") == os.getpid():
+    holder = read_json_object(path)
+    if holder is not None and holder.get("pid") == os.getpid():
+        with contextlib.suppress(OSError):
             path.unlink()
-    except (OSError, ValueError):
-        pass
     if created is not None:  # remove the folders the lock made, when nothing else was written into them
         folder = path.parent
         while True:
@@ -779,10 +774,10 @@ def check_recorded_arguments(training_args: TrainingArguments, *arguments, resum
     if training_args.overwrite_output_dir or not resuming or not path.is_file():
         return True
     try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))
+        recorded = read_json(path)
     except (OSError, ValueError) as err:
         raise ValueError(
-            f"{path} cannot be read ({err}), so this rerun cannot be compared with the run recorded there. Pass "
+            f"{err}, so this rerun cannot be compared with the run recorded in {path.parent}. Pass "
             "--overwrite_output_dir to start over in that folder, or choose another --output_dir."
         ) from None
     changes = changed_arguments(recorded, run_arguments_dict(*arguments))

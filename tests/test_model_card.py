@@ -488,7 +488,10 @@ def test_validation_and_test_splits_stay_separate_rows(tmp_path):
     ("content", "message"),
     [
         ('{"bioasq_4b_mrr": "0.41"}', r"all_results.json: metric 'bioasq_4b_mrr' is '0.41', not a number"),
-        ('{"bioasq_4b_mrr": 0.41,', r"all_results.json is not valid JSON .*re-run it, or delete the file"),
+        (
+            '{"bioasq_4b_mrr": 0.41,',
+            r"all_results.json is not valid JSON: .* at line 1 column \d+\. .*re-run it, or delete the file",
+        ),
         ("[0.41]", r"all_results.json should hold a JSON dict, got list"),
     ],
 )

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "ranked_candidates",
     "read_golden_questions",
     "read_json",
+    "read_json_object",
     "to_submission",
     "write_json",
     "write_submission",
@@ -151,31 +153,66 @@ def question_id(qa_id: str) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def read_json(path: PathLike) -> Any:
-    """Parse a JSON file; a malformed file raises ``ValueError`` naming the file, line and column."""
+def read_json(path: PathLike, expected: type | None = None) -> Any:
+    """Parse a JSON file; a malformed file raises ``ValueError`` naming the file, line and column, and so does a
+    value that is not an ``expected`` (e.g. ``dict``) when that is given."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist or is not a file")
     try:
         with path.open(encoding="utf-8") as f:
-            return json.load(f)
+            value = json.load(f)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
     except UnicodeDecodeError as err:
         raise ValueError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if expected is not None and not isinstance(value, expected):
+        raise ValueError(f"{path} should hold a JSON {expected.__name__}, got {type(value).__name__}")
+    return value
 
 
-def write_json(path: PathLike, value: Any, ensure_ascii: bool = False) -> Path:
+def read_json_object(path: PathLike) -> dict | None:
+    """:func:`read_json` of a JSON object, ``None`` where the file is missing, unreadable, malformed or no object."""
+    try:
+        return read_json(path, dict)
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(
+    path: PathLike,
+    value: Any,
+    ensure_ascii: bool = False,
+    *,
+    sort_keys: bool = False,
+    default: Any = None,
+    atomic: bool = False,
+) -> Path:
     """Write ``value`` to ``path`` as indented UTF-8 JSON (parent folders created) and return the path.
 
     ``ensure_ascii=True`` writes non-ASCII characters as ``\\u`` escapes (for readers that use the platform
-    charset, such as the official BioASQ evaluator).
+    charset, such as the official BioASQ evaluator); ``sort_keys`` and ``default`` go to ``json.dump``.
+    ``atomic=True`` writes a hidden ``.<name>.*.tmp`` file next to ``path``, flushes it to disk and renames it over
+    ``path``, so a crash leaves the old file or the new one, never a truncated one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, ensure_ascii=ensure_ascii)
-        f.write("\n")
+    if not atomic:
+        with path.open("w", encoding="utf-8") as f:
+            json.dump(value, f, indent=2, ensure_ascii=ensure_ascii, sort_keys=sort_keys, default=default)
+            f.write("\n")
+        return path
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(value, f, indent=2, ensure_ascii=ensure_ascii, sort_keys=sort_keys, default=default)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..bioasq.formats import read_json, write_json
+
 if TYPE_CHECKING:
     from transformers import Trainer
 
@@ -308,16 +310,14 @@ class RunRecord:
 
 
 def read_recorded_json(path: Path, expected: type) -> Any:
+    """:func:`biomamba_hf.bioasq.formats.read_json` of a file a run recorded; its error says how to mend it."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+        return read_json(path, expected)
+    except ValueError as err:
         raise ValueError(
-            f"{path} is not valid JSON ({err}). It is written by the training script: re-run it, or delete the "
-            "file to leave its content out of the model card."
-        ) from err
-    if not isinstance(value, expected):
-        raise ValueError(f"{path} should hold a JSON {expected.__name__}, got {type(value).__name__}.")
-    return value
+            f"{err}. It is written by the training script: re-run it, or delete the file to leave its content out "
+            "of the model card."
+        ) from None
 
 
 def load_run(run_dir: str | os.PathLike) -> RunRecord:
@@ -1069,10 +1069,7 @@ def save_run_arguments(output_dir: str | os.PathLike, *arguments: Any) -> Path:
     # The checkpoint the run starts from, with the sha256 of a local folder's weights (see check_descent).
     if "model_name_or_path" in merged:
         merged[LINEAGE_FIELD] = describe_start(merged["model_name_or_path"], merged.get("model_revision"))
-    path = Path(output_dir) / RUN_ARGS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(redact_secrets(merged), indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    return path
+    return write_json(Path(output_dir) / RUN_ARGS_FILE, redact_secrets(merged), sort_keys=True, default=str)
 
 
 def _is_secret_key(key: str) -> bool:
