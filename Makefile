@@ -27,9 +27,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The core tests against the oldest supported transformers and the GPU machine's release, each in its own venv
-# (not run by CI; needs the package index).
-COMPAT_TRANSFORMERS ?= 5.0.* 5.17.*
+# The core tests (the fast ones) against transformers releases, each in its own venv (not run by CI; needs the
+# package index). 5.17 is both the oldest supported release (setup.cfg says why 5.0 is not) and the GPU machine's;
+# `make test` covers the newest (the venv's). Another list: make test-compat COMPAT_TRANSFORMERS="5.20.* 5.24.*".
+COMPAT_TRANSFORMERS ?= 5.17.*
 CORE_TESTS ?= tests/test_imports.py tests/test_patches.py tests/test_modeling.py tests/test_pipeline.py \
 	tests/test_qa_features.py tests/test_metrics.py tests/test_fast_scan.py tests/test_run_qa.py
 test-compat:
@@ -38,7 +39,7 @@ test-compat:
 		test -x $$venv/bin/python || $(PYTHON) -m venv $$venv; \
 		$$venv/bin/python -c "import torch" 2>/dev/null || $$venv/bin/python -m pip install --quiet "$(TORCH_SPEC)"; \
 		$$venv/bin/python -m pip install --quiet -e ".[dev]" "transformers==$$version"; \
-		$$venv/bin/python -m pytest -q -p no:cacheprovider $(CORE_TESTS); \
+		$$venv/bin/python -m pytest -q -p no:cacheprovider -m "not slow and not gpu" $(CORE_TESTS); \
 	done
 
 lint: install
