@@ -230,6 +230,26 @@ def configure_mamba_code_path(config, device) -> str | None:
     return path
 
 
+def load_task_config_and_tokenizer(model_args, **config_kwargs):
+    """The config and tokenizer of a fine-tuning script, after :func:`check_model_sources`: the tokenizer with pad and
+    separator tokens; the config of ``model_args.model_name_or_path``, or of a random ``--model_type`` init with
+    ``--config_overrides`` fitted to the tokenizer; ``config_kwargs`` (e.g. ``num_labels``) set on either. Returns
+    ``(config, tokenizer)``."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .tokenization import prepare_tokenizer_for_qa
+
+    check_model_sources(model_args)  # folders with config.json and whole weights; Hub ids cached when offline
+    hub_kwargs = model_args.hub_kwargs
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub_kwargs)
+    prepare_tokenizer_for_qa(tokenizer)
+    if model_args.model_name_or_path:
+        return AutoConfig.from_pretrained(model_args.model_name_or_path, **config_kwargs, **hub_kwargs), tokenizer
+    config = config_from_overrides(model_args.model_type, model_args.config_overrides)
+    config.update(config_kwargs)
+    return fit_config_to_tokenizer(config, tokenizer, model_args.config_overrides), tokenizer
+
+
 def load_task_model(auto_class, model_args, config, tokenizer, device):
     """The model of a fine-tuning script: ``model_args.model_name_or_path`` loaded with ``config`` (safetensors only
     unless ``--allow_pickle_weights``, see :func:`biomamba_hf.reliability.from_pretrained_safely`), or a random init

@@ -103,32 +103,17 @@ def parse_args(argv: list[str] | None = None):
 
 
 def load_model_and_tokenizer(model_args, device):
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
-    from biomamba_hf import prepare_tokenizer_for_qa
     from biomamba_hf.data.pubmedqa import LABELS
-    from biomamba_hf.script_utils import (
-        check_model_sources,
-        config_from_overrides,
-        fit_config_to_tokenizer,
-        load_task_model,
-    )
+    from biomamba_hf.script_utils import load_task_config_and_tokenizer, load_task_model
 
-    check_model_sources(model_args)  # folders with config.json and whole weights; Hub ids cached when offline
-    hub_kwargs = model_args.hub_kwargs
-    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub_kwargs)
-    prepare_tokenizer_for_qa(tokenizer)
-    labels = {
-        "num_labels": len(LABELS),
-        "id2label": dict(enumerate(LABELS)),
-        "label2id": {name: i for i, name in enumerate(LABELS)},
-    }
-    if model_args.model_name_or_path:
-        config = AutoConfig.from_pretrained(model_args.model_name_or_path, **labels, **hub_kwargs)
-    else:
-        config = config_from_overrides(model_args.model_type, model_args.config_overrides)
-        config.update(labels)
-        fit_config_to_tokenizer(config, tokenizer, model_args.config_overrides)
+    config, tokenizer = load_task_config_and_tokenizer(
+        model_args,
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id={name: i for i, name in enumerate(LABELS)},
+    )
     model, code_path = load_task_model(AutoModelForSequenceClassification, model_args, config, tokenizer, device)
     return model, tokenizer, code_path
 

@@ -236,28 +236,13 @@ def load_data(data_args, training_args):
 
 def load_model_and_tokenizer(model_args, device):
     """The QA model (a causal-LM checkpoint gets a new head) and its tokenizer with pad and separator tokens."""
-    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
+    from transformers import AutoModelForQuestionAnswering
 
-    from biomamba_hf import prepare_tokenizer_for_qa
     from biomamba_hf.qa import resolve_qa_layout
-    from biomamba_hf.script_utils import (
-        check_model_sources,
-        config_from_overrides,
-        fit_config_to_tokenizer,
-        load_task_model,
-    )
+    from biomamba_hf.script_utils import load_task_config_and_tokenizer, load_task_model
 
-    check_model_sources(model_args)  # folders with config.json and whole weights; Hub ids cached when offline
-    hub_kwargs = model_args.hub_kwargs
-    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub_kwargs)
-    prepare_tokenizer_for_qa(tokenizer)
-    if model_args.model_name_or_path:
-        config = AutoConfig.from_pretrained(model_args.model_name_or_path, **hub_kwargs)
-        source = model_args.model_name_or_path
-    else:
-        config = config_from_overrides(model_args.model_type, model_args.config_overrides)
-        fit_config_to_tokenizer(config, tokenizer, model_args.config_overrides)
-        source = f"a random {model_args.model_type} init"
+    config, tokenizer = load_task_config_and_tokenizer(model_args)
+    source = model_args.model_name_or_path or f"a random {model_args.model_type} init"
     layout = resolve_qa_layout(model_args.qa_layout, config, source)
     model, code_path = load_task_model(AutoModelForQuestionAnswering, model_args, config, tokenizer, device)
     return model, tokenizer, layout, code_path
