@@ -14,6 +14,7 @@ alike; a ``MambaForCausalLM``/``Mamba2ForCausalLM`` folder loads with a new QA h
 
 from __future__ import annotations
 
+import copy
 import reprlib
 from collections.abc import Iterable
 from typing import Any
@@ -23,7 +24,17 @@ from transformers import AutoModelForQuestionAnswering
 from transformers.pipelines.base import ChunkPipeline
 
 from .modeling import QA_LAYOUTS
-from .qa import extract_answers, prepare_qa_features, resolve_layout
+from .qa import (
+    DEFAULT_BUCKET_MULTIPLE,
+    check_pad_to_multiple_of,
+    compiled_module_calls,
+    extract_answers,
+    inference_compile_config,
+    pad_to_bucket,
+    pad_values_for,
+    prepare_qa_features,
+    resolve_layout,
+)
 from .tokenization import prepare_tokenizer_for_qa
 
 
@@ -96,6 +107,18 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             BERT-style models; see :func:`biomamba_hf.qa.extract_answers`). Meaningful for models trained with
             no-answer examples.
         batch_size (`int`): windows per forward pass (a pipeline argument).
+
+    Inference levers (answers do not change; the same levers for Mamba, Mamba-2 and BERT-style models):
+        pad_to_multiple_of (`int`, optional): pad each batch of windows on the right to a length bucket, the next
+            multiple of this many tokens, at most ``max_seq_len`` (:func:`biomamba_hf.qa.bucket_length`), so that a
+            compiled forward sees a few shapes. Right padding leaves every real position of a left-to-right model
+            unchanged; a BERT-style model masks the padded keys; spans are never read from padding. Defaults to 64
+            when ``compile`` is on, else off.
+        compile (`bool`, `transformers.CompileConfig` or `dict`, defaults to False): run the model's forward
+            through ``torch.compile`` (:func:`biomamba_hf.qa.compiled_module_calls`, the same lever as run_qa's
+            ``--compile_inference``). ``True`` is ``CompileConfig()``: inductor with
+            ``mode="reduce-overhead"``, CUDA graphs on a GPU; pass ``{"backend": "eager"}`` to only check that a
+            model compiles. The first calls at each new shape compile (seconds to minutes): time after a warm-up.
     """
 
     _load_tokenizer = True
@@ -130,6 +153,10 @@ class QuestionAnsweringPipeline(ChunkPipeline):
                     "Call `biomamba_hf.prepare_tokenizer_for_qa(tokenizer, model)` (it resizes the embeddings) and "
                     "fine-tune the model before using it for QA."
                 )
+        if tokenizer.padding_side != "right":
+            # Windows are batched by padding after them: positions (and the offsets spans are read with) stay put.
+            tokenizer = copy.copy(tokenizer)
+            tokenizer.padding_side = "right"
         super().__init__(model=model, tokenizer=tokenizer, **kwargs)
 
     def _sanitize_parameters(
@@ -141,9 +168,18 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         max_question_len=None,
         align_to_words=None,
         handle_impossible_answer=None,
+        pad_to_multiple_of=None,
+        compile=None,
         **kwargs,
     ):
         preprocess_params = {}
+        forward_params = {}
+        if pad_to_multiple_of is not None:
+            forward_params["pad_to_multiple_of"] = check_pad_to_multiple_of(pad_to_multiple_of)
+        if compile is not None:
+            forward_params["compile_config"] = inference_compile_config(compile)
+        if max_seq_len is not None:
+            forward_params["max_seq_len"] = max_seq_len  # the largest bucket
         if align_to_words is not None:
             if not isinstance(align_to_words, bool):
                 raise ValueError(f"align_to_words must be True or False, got {align_to_words!r}.")
@@ -170,7 +206,7 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             if not isinstance(handle_impossible_answer, bool):
                 raise ValueError(f"handle_impossible_answer must be True or False, got {handle_impossible_answer!r}.")
             postprocess_params["handle_impossible_answer"] = handle_impossible_answer
-        return preprocess_params, {}, postprocess_params
+        return preprocess_params, forward_params, postprocess_params
 
     @staticmethod
     def _normalize_inputs(args, kwargs) -> tuple[dict | list[dict], bool]:
@@ -250,9 +286,14 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             item["is_last"] = w == num_windows - 1
             yield item
 
-    def _forward(self, inputs):
+    def _forward(self, inputs, pad_to_multiple_of=None, compile_config=None, max_seq_len=384):
         model_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in inputs}
-        output = self.model(**model_inputs)
+        if pad_to_multiple_of is None and compile_config is not None:
+            pad_to_multiple_of = DEFAULT_BUCKET_MULTIPLE
+        if pad_to_multiple_of is not None:
+            model_inputs = pad_to_bucket(model_inputs, pad_to_multiple_of, max_seq_len, pad_values_for(self.tokenizer))
+        with compiled_module_calls(self.model, compile_config):
+            output = self.model(**model_inputs)
         return {
             "start_logits": output.start_logits,
             "end_logits": output.end_logits,

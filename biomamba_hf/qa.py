@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -289,6 +290,133 @@ def extract_answers(
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Inference levers: length buckets and a compiled forward
+# --------------------------------------------------------------------------------------------------------------------
+
+#: Bucket width (tokens) used when a compiled forward is asked for and no ``pad_to_multiple_of`` is given.
+DEFAULT_BUCKET_MULTIPLE = 64
+
+
+def bucket_length(length: int, multiple: int | None, max_length: int | None = None) -> int:
+    """The length a window of ``length`` tokens is padded to: the next multiple of ``multiple``, but at most
+    ``max_length`` (the window size, itself a bucket) and never less than ``length``. ``multiple`` None or 1: unchanged.
+
+    >>> [bucket_length(n, 64, 384) for n in (1, 64, 65, 300, 384)]
+    [64, 64, 128, 320, 384]
+    >>> bucket_length(390, 64, 400)
+    400
+    """
+    if multiple is None or multiple <= 1:
+        return length
+    bucket = -(-length // multiple) * multiple
+    if max_length is not None:
+        bucket = min(bucket, max(max_length, length))
+    return bucket
+
+
+def check_pad_to_multiple_of(value, name: str = "pad_to_multiple_of") -> int | None:
+    """``value`` if it is None or a positive integer, else a ValueError naming ``name``."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be a positive integer (e.g. 64) or None, got {value!r}.")
+    return value
+
+
+def pad_to_bucket(batch: dict, multiple: int | None, max_length: int | None, pad_values: Mapping[str, int]) -> dict:
+    """Right-pad the ``(batch, length)`` tensors of ``batch`` named in ``pad_values`` to :func:`bucket_length`.
+
+    Right padding leaves every real position of a left-to-right model (Mamba, Mamba-2) unchanged, and a BERT-style
+    model masks the padded keys (``attention_mask`` is padded with 0). Spans are read only where a window's offset
+    mapping has an entry, never from the padding.
+    """
+    import torch
+
+    keys = [key for key in pad_values if key in batch]
+    if not keys:
+        return batch
+    length = batch[keys[0]].shape[1]
+    extra = bucket_length(length, multiple, max_length) - length
+    if extra <= 0:
+        return batch
+    padded = dict(batch)
+    for key in keys:
+        tensor = batch[key]
+        padded[key] = torch.nn.functional.pad(tensor, (0, extra), value=pad_values[key])
+    return padded
+
+
+def pad_values_for(tokenizer) -> dict[str, int]:
+    """The padding value of each model input: the tokenizer's pad token, 0 for the mask, its pad token type."""
+    return {
+        "input_ids": tokenizer.pad_token_id,
+        "attention_mask": 0,
+        "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0) or 0,
+    }
+
+
+def inference_compile_config(compile):
+    """transformers' ``CompileConfig`` for a ``compile=`` argument, or None.
+
+    ``None``/``False``: no compilation. ``True``: ``CompileConfig()`` (inductor, ``mode="reduce-overhead"``: CUDA
+    graphs on a GPU). A ``CompileConfig`` or a dict of its fields (``backend``, ``mode``, ``fullgraph``, ``dynamic``,
+    ``options``) is used as given: e.g. ``{"backend": "eager"}`` on a CPU to check that a model compiles.
+    """
+    from transformers import CompileConfig
+
+    if compile is None or compile is False:
+        return None
+    if compile is True:
+        return CompileConfig()
+    if isinstance(compile, CompileConfig):
+        return compile
+    if isinstance(compile, Mapping):
+        try:
+            return CompileConfig(**compile)
+        except TypeError as err:
+            raise ValueError(
+                f"compile={dict(compile)!r}: {err}; use the fields of transformers.CompileConfig "
+                "(backend, mode, fullgraph, dynamic, options)."
+            ) from err
+    raise ValueError(
+        f"compile must be True/False, a transformers.CompileConfig or a dict of its fields, got {compile!r}."
+    )
+
+
+@contextmanager
+def compiled_module_calls(model, compile_config):
+    """Inside the block, ``model(...)`` runs through ``torch.compile`` with ``compile_config`` (a ``CompileConfig``).
+
+    What ``nn.Module.compile()`` does, undone at the end of the block (``nn.Module`` has no public way to drop a
+    compiled call): the module's ``_compiled_call_impl`` is set, so callers that hold the module (the Trainer, DDP)
+    go through the compiled forward. The compiled function is kept on the model and reused by later blocks with the
+    same configuration. ``tests/test_qa_features.py`` fails if torch stops honouring ``_compiled_call_impl``.
+    """
+    import torch
+
+    if compile_config is None:
+        yield model
+        return
+    key = repr(sorted(compile_config.to_dict().items(), key=lambda item: item[0]))
+    cache = model.__dict__.setdefault("_biomamba_compiled_calls", {})
+    if key not in cache:
+        cache[key] = torch.compile(model._call_impl, **compile_config.to_dict())
+    previous = model._compiled_call_impl
+    model._compiled_call_impl = cache[key]
+    try:
+        yield model
+    finally:
+        model._compiled_call_impl = previous
+
+
+def clone_logits(logits, labels=None):
+    """``Trainer(preprocess_logits_for_metrics=...)`` hook: copies of the logits. A forward replayed from a CUDA
+    graph (``mode="reduce-overhead"``) writes its outputs into the same memory at the next call; the Trainer keeps
+    each batch's logits until the end of the loop."""
+    if isinstance(logits, (tuple, list)):
+        return type(logits)(clone_logits(item) for item in logits)
+    return logits.clone() if hasattr(logits, "clone") else logits
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Fine-tuning and evaluation: layout of a run, Dataset.map features, n-best predictions
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -423,15 +551,25 @@ def pipeline_nbest(
     max_question_length: int = 64,
     batch_size: int = 8,
     device=None,
+    pad_to_multiple_of: int | None = None,
+    compile=None,
 ) -> dict[str, list[dict[str, Any]]]:
     """:func:`postprocess_predictions`'s output computed through ``pipeline("question-answering")`` instead.
 
     Slower (no cross-process batching) but independent of the Trainer; useful to check a saved checkpoint. Spans
-    are read at token boundaries (``align_to_words=False``), as the Trainer path reads them.
+    are read at token boundaries (``align_to_words=False``), as the Trainer path reads them. ``pad_to_multiple_of``
+    and ``compile`` are the pipeline's arguments of those names (length buckets, a compiled forward).
     """
     from transformers import pipeline
 
-    qa = pipeline("question-answering", model=model, tokenizer=tokenizer, device=device)
+    qa = pipeline(
+        "question-answering",
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        pad_to_multiple_of=pad_to_multiple_of,
+        compile=compile,
+    )
     inputs = [{"question": e["question"], "context": e["context"]} for e in examples]
     outputs = qa(
         inputs,
@@ -466,14 +604,29 @@ def predict_nbest(
     n_best_size: int = 20,
     max_answer_length: int = 30,
     metric_key_prefix: str = "test",
+    pad_to_multiple_of: int | None = None,
+    compile=None,
 ) -> dict[str, list[dict[str, Any]]]:
     """The n-best answers of every row (SQuAD columns ``id``, ``question``, ``context``) with ``trainer.predict``.
 
     Windows are built with :func:`prepare_eval_features`, run longest first (less padding per batch; the Trainer
     gathers them across processes) and turned into answers by :func:`postprocess_predictions`.
+
+    Inference levers (the same for every model; answers do not change):
+        pad_to_multiple_of: pad each window on the right to a length bucket (:func:`bucket_length`: the next
+            multiple, at most ``max_seq_length``) so that batches come in a few shapes. Defaults to
+            :data:`DEFAULT_BUCKET_MULTIPLE` when ``compile`` is on, else off.
+        compile: compile ``trainer.model``'s forward for this prediction only (:func:`inference_compile_config`;
+            ``True``: inductor with ``mode="reduce-overhead"``, CUDA graphs on a GPU); the logits of each batch are
+            copied out of the graph's memory (:func:`clone_logits`).
     """
     import datasets
     import numpy as np
+
+    compile_config = inference_compile_config(compile)
+    multiple = check_pad_to_multiple_of(pad_to_multiple_of)
+    if multiple is None and compile_config is not None:
+        multiple = DEFAULT_BUCKET_MULTIPLE
 
     columns = {key: [row[key] for row in rows] for key in ("id", "question", "context")}
     features = prepare_eval_features(
@@ -486,8 +639,25 @@ def predict_nbest(
     )
     order = sorted(range(len(features["input_ids"])), key=lambda i: -len(features["input_ids"][i]))
     model_keys = [key for key in ("input_ids", "attention_mask", "token_type_ids") if key in features]
-    dataset = datasets.Dataset.from_dict({key: [features[key][i] for i in order] for key in model_keys})
-    output = trainer.predict(dataset, metric_key_prefix=metric_key_prefix)
+    columns = {key: [features[key][i] for i in order] for key in model_keys}
+    if multiple is not None:  # each window to its bucket: the collator then pads a batch to its longest bucket
+        pad_values = pad_values_for(tokenizer)
+        for key, rows_of_key in columns.items():
+            columns[key] = [
+                row + [pad_values[key]] * (bucket_length(len(row), multiple, max_seq_length) - len(row))
+                for row in rows_of_key
+            ]
+    dataset = datasets.Dataset.from_dict(columns)
+    hook = trainer.preprocess_logits_for_metrics
+    if compile_config is not None:
+        trainer.preprocess_logits_for_metrics = (
+            clone_logits if hook is None else (lambda logits, labels: hook(clone_logits(logits), labels))
+        )
+    try:
+        with compiled_module_calls(trainer.model, compile_config):
+            output = trainer.predict(dataset, metric_key_prefix=metric_key_prefix)
+    finally:
+        trainer.preprocess_logits_for_metrics = hook
     start_sorted, end_sorted = output.predictions[:2]
     start_logits = np.empty(len(order), dtype=object)
     end_logits = np.empty(len(order), dtype=object)

@@ -178,6 +178,18 @@ def test_bert_style_models_use_the_pair_layout(bert_tokenizer):
         (lambda qa: qa(question=QUESTION, context=[]), "`context` is an empty list: "),
         (lambda qa: qa(question=5, context=CONTEXT), r"`question` is 5 \(type int\): "),
         (lambda qa: qa([{"question": None, "context": CONTEXT}]), r"Input 0: `question` is None \(type NoneType\)"),
+        (
+            lambda qa: qa(question=QUESTION, context=CONTEXT, pad_to_multiple_of=0),
+            r"pad_to_multiple_of must be a positive integer \(e.g. 64\) or None, got 0",
+        ),
+        (
+            lambda qa: qa(question=QUESTION, context=CONTEXT, compile="yes"),
+            "compile must be True/False, a transformers.CompileConfig or a dict of its fields, got 'yes'",
+        ),
+        (
+            lambda qa: qa(question=QUESTION, context=CONTEXT, compile={"mode_": "x"}),
+            r"compile=\{'mode_': 'x'\}: .*use the fields of transformers.CompileConfig",
+        ),
     ],
 )
 def test_bad_inputs_raise_clear_errors(tokenizer, call, message):
@@ -337,3 +349,130 @@ def test_long_contexts_do_not_warn_about_the_model_maximum(tokenizer):
         assert [m for m in messages if "Token indices sequence length" in m]
     finally:
         tokenizer_logger.removeHandler(handler)
+
+
+# ---------------------------------------------------------------- inference levers: length buckets, compiled forward
+
+
+def counting_backend(graphs: list):
+    """A ``torch.compile`` backend that runs the captured graphs eagerly and records them (fast on a CPU)."""
+
+    def backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    return backend
+
+
+def _answers(qa, examples, **kwargs):
+    return qa(examples, top_k=3, max_seq_len=40, doc_stride=10, **kwargs)
+
+
+def _same_answers(got, expected):
+    for ranked, reference in zip(got, expected):
+        assert [(a["answer"], a["start"], a["end"]) for a in ranked] == [
+            (a["answer"], a["start"], a["end"]) for a in reference
+        ]
+        assert [a["score"] for a in ranked] == pytest.approx([a["score"] for a in reference], rel=1e-5, abs=1e-7)
+
+
+def _random_pipeline(tokenizer, family):
+    prepare_tokenizer_for_qa(tokenizer)
+    qa_class, _, make_config = FAMILIES[family]
+    torch.manual_seed(0)
+    return pipeline("question-answering", model=qa_class(make_config(len(tokenizer))).eval(), tokenizer=tokenizer)
+
+
+LEVER_EXAMPLES = [
+    {"question": QUESTION, "context": CONTEXT},
+    {"question": "What do beta cells secrete?", "context": FILLER},
+    {"question": "Which channel?", "context": "CFTR is a chloride channel."},
+]
+
+
+def test_length_buckets_give_the_same_answers(tokenizer, family):
+    """A random tiny model (not a marker): windows of 40 tokens padded in batches of 3 to buckets of 16 (16, 32,
+    40): the same ranked answers and scores as padding to the longest window of each batch."""
+    qa = _random_pipeline(tokenizer, family)
+    plain = _answers(qa, LEVER_EXAMPLES, batch_size=3)
+    _same_answers(_answers(qa, LEVER_EXAMPLES, batch_size=3, pad_to_multiple_of=16), plain)
+    _same_answers(_answers(qa, LEVER_EXAMPLES, pad_to_multiple_of=16), plain)
+
+
+@pytest.mark.slow  # tracing the tiny Mamba / Mamba-2 forward takes ~10 s on a CPU
+def test_a_compiled_forward_gives_the_same_answers(tokenizer, family):
+    """torch.compile with an eager backend that records the captured graphs (the GPU path uses inductor with
+    mode="reduce-overhead"); buckets of 64 by default, capped at max_seq_len: one shape, one trace at batch 1."""
+    from transformers import CompileConfig
+
+    qa = _random_pipeline(tokenizer, family)
+    plain = _answers(qa, LEVER_EXAMPLES)
+    graphs = []
+    compiled = _answers(qa, LEVER_EXAMPLES, compile=CompileConfig(backend=counting_backend(graphs), mode=None))
+    assert graphs, "the forward did not go through torch.compile"
+    _same_answers(compiled, plain)
+    assert qa.model._compiled_call_impl is None  # compile is per call: the model is left as it was
+
+
+def test_the_same_levers_serve_bert_style_models(bert_tokenizer):
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    config = BertConfig(
+        vocab_size=len(bert_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+    )
+    torch.manual_seed(0)
+    qa = pipeline("question-answering", model=BertForQuestionAnswering(config).eval(), tokenizer=bert_tokenizer)
+    examples = [{"question": QUESTION, "context": CONTEXT}, {"question": "What is secreted?", "context": FILLER}]
+    plain = _answers(qa, examples, batch_size=2)
+    graphs = []
+    compiled = _answers(qa, examples, compile={"backend": counting_backend(graphs), "mode": None})
+    assert graphs
+    _same_answers(compiled, plain)  # buckets of 64 (the default with compile), capped at max_seq_len 40
+    _same_answers(_answers(qa, examples, batch_size=2, pad_to_multiple_of=16), plain)
+
+
+class PaddingMagnet(MarkerLogits):
+    """The marker model, plus the largest logits of all on every padded position (attention_mask 0)."""
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        output = super().forward(input_ids=input_ids, attention_mask=attention_mask)
+        padded = attention_mask == 0
+        output.start_logits[padded] = output.end_logits[padded] = 1000.0
+        return output
+
+
+class MagnetForQuestionAnswering(PaddingMagnet, MambaForQuestionAnswering):
+    pass
+
+
+def test_spans_are_never_read_from_bucket_padding(tokenizer):
+    prepare_tokenizer_for_qa(tokenizer)
+    model = MagnetForQuestionAnswering(tiny_config(len(tokenizer)))
+    model.answer_ids = tokenizer(" CFTR", add_special_tokens=False)["input_ids"]
+    qa = pipeline("question-answering", model=model, tokenizer=tokenizer)
+    seen = []
+    model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+    examples = [{"question": QUESTION, "context": CONTEXT}, {"question": "Short?", "context": "It is CFTR."}]
+    plain = qa(examples, max_seq_len=40, batch_size=2)
+    bucketed = qa(examples, max_seq_len=40, batch_size=2, pad_to_multiple_of=64)
+    assert bucketed == plain and [a["answer"] for a in plain] == ["CFTR", "CFTR"]
+    assert all(score > 0.9 for score in (a["score"] for a in bucketed))
+    assert set(seen[len(seen) // 2 :]) == {40}  # every bucketed batch is padded to the largest bucket, max_seq_len
+
+
+def test_a_tokenizer_that_pads_on_the_left_is_not_changed_and_batches_pad_on_the_right(tokenizer, family):
+    prepare_tokenizer_for_qa(tokenizer)
+    tokenizer.padding_side = "left"
+    _, marker_class, make_config = FAMILIES[family]
+    model = marker_class(make_config(len(tokenizer)))
+    model.answer_ids = tokenizer(" CFTR", add_special_tokens=False)["input_ids"]
+    qa = pipeline("question-answering", model=model, tokenizer=tokenizer)
+    examples = [{"question": QUESTION, "context": CONTEXT}, {"question": "Short?", "context": "It is CFTR."}]
+    assert qa(examples, max_seq_len=40, batch_size=2) == qa(examples, max_seq_len=40)
+    assert tokenizer.padding_side == "left" and qa.tokenizer.padding_side == "right"

@@ -242,3 +242,131 @@ def test_the_null_answer_competes_only_when_asked():
     assert ranked[0]["answer"] == "gamma"
     (null,) = [a for a in ranked if a["answer"] == ""]
     assert null["score"] == pytest.approx((1 / (3 + np.exp(10.0))) ** 2)  # p(null)^2 of the second window
+
+
+# ---------------------------------------------------------------- inference levers: length buckets, compiled forward
+
+
+def _tiny_qa_model(family: str, vocab_size: int):
+    import torch
+    from helpers import tiny_config, tiny_mamba2_config
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    from biomamba_hf import MambaForQuestionAnswering
+    from biomamba_hf.modeling import Mamba2ForQuestionAnswering
+
+    torch.manual_seed(0)
+    if family == "bert":
+        config = BertConfig(
+            vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37
+        )
+        return BertForQuestionAnswering(config).eval()
+    qa_class, make_config = {
+        "mamba": (MambaForQuestionAnswering, tiny_config),
+        "mamba2": (Mamba2ForQuestionAnswering, tiny_mamba2_config),
+    }[family]
+    return qa_class(make_config(vocab_size)).eval()
+
+
+@pytest.mark.parametrize("family", ["mamba", "mamba2", "bert"])
+def test_bucket_padding_leaves_the_logits_of_real_positions_unchanged(family):
+    """fp32 on a CPU: windows of 45 tokens (one with its own padding after 30) padded on the right to the bucket of
+    64. Mamba and Mamba-2 read left to right, BERT masks the padded keys: every real position's start and end logits
+    agree within 1e-6 (measured: ~2e-7, matrix products of another length sum in another order)."""
+    import torch
+
+    from biomamba_hf.qa import pad_to_bucket
+
+    model = _tiny_qa_model(family, 100)
+    ids = torch.randint(2, 100, (3, 45), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    ids[1, 30:], mask[1, 30:] = 1, 0
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if family == "bert":
+        batch["token_type_ids"] = (torch.arange(45) >= 10).long().expand(3, -1)
+    padded = pad_to_bucket(batch, 64, 384, {"input_ids": 1, "attention_mask": 0, "token_type_ids": 0})
+    assert padded["input_ids"].shape == (3, 64) and padded["attention_mask"][:, 45:].eq(0).all()
+    with torch.no_grad():
+        plain, bucketed = model(**batch), model(**padded)
+    real = mask.bool()
+    for name in ("start_logits", "end_logits"):
+        expected, got = getattr(plain, name), getattr(bucketed, name)[:, :45]
+        torch.testing.assert_close(got[real], expected[real], rtol=0, atol=1e-6)
+
+
+def test_bucket_lengths_and_their_errors():
+    from biomamba_hf.qa import bucket_length, check_pad_to_multiple_of
+
+    assert [bucket_length(n, 64, 384) for n in (1, 64, 65, 383, 384)] == [64, 64, 128, 384, 384]
+    assert bucket_length(370, 64, 350) == 370  # never shorter than the window
+    assert bucket_length(37, None, 384) == bucket_length(37, 1, 384) == 37
+    for bad in (0, -64, 1.5, True, "64"):
+        with pytest.raises(ValueError, match=r"pad_to_multiple_of must be a positive integer \(e.g. 64\) or None"):
+            check_pad_to_multiple_of(bad)
+
+
+def test_compiled_module_calls_are_scoped_to_the_block():
+    """The compiled forward runs only inside the block and the model is left as it was: pins the attribute of
+    ``nn.Module`` (``_compiled_call_impl``, set by ``nn.Module.compile``) that the lever relies on."""
+    import torch
+    from transformers import CompileConfig
+
+    from biomamba_hf.qa import compiled_module_calls
+
+    model = _tiny_qa_model("bert", 100)
+    assert model._compiled_call_impl is None
+    graphs = []
+
+    def backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    ids = torch.randint(2, 100, (2, 16))
+    with torch.no_grad():
+        plain = model(input_ids=ids).start_logits
+        with compiled_module_calls(model, CompileConfig(backend=backend, mode=None)):
+            compiled = model(input_ids=ids).start_logits
+        assert graphs and model._compiled_call_impl is None
+        count = len(graphs)
+        model(input_ids=ids)
+        assert len(graphs) == count  # outside the block: eager
+    torch.testing.assert_close(compiled, plain)
+
+
+@pytest.mark.parametrize("family", ["mamba", "bert"])
+def test_predict_nbest_with_buckets_and_compile_gives_the_same_answers(family, qa_tokenizer, bert_tokenizer, tmp_path):
+    """The Trainer path: windows padded to buckets of 16 (and, for BERT, a compiled forward with an eager backend,
+    its logits copied per batch) give the plain path's candidates and probabilities."""
+    from transformers import Trainer, TrainingArguments
+
+    from biomamba_hf.qa import predict_nbest
+    from biomamba_hf.trainer import padding_collator
+
+    tokenizer = bert_tokenizer if family == "bert" else qa_tokenizer
+    model = _tiny_qa_model(family, len(tokenizer))
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to="none")
+    trainer = Trainer(model=model, args=args, data_collator=padding_collator(tokenizer))
+    rows = [
+        {"id": "a", "question": QUESTION, "context": CONTEXT * 3},
+        {"id": "b", "question": "What is channelled?", "context": "Chloride."},
+        {"id": "c", "question": "Which gene?", "context": CONTEXT},
+    ]
+    options = {
+        "layout": "pair" if family == "bert" else "question_first",
+        "max_seq_length": 40,
+        "doc_stride": 10,
+        "max_question_length": 16,
+        "n_best_size": 4,
+        "max_answer_length": 5,
+    }
+    plain = predict_nbest(trainer, rows, tokenizer, **options)
+    levers = [{"pad_to_multiple_of": 16}]
+    if family == "bert":
+        levers.append({"compile": {"backend": "eager", "mode": None}})
+    for lever in levers:
+        got = predict_nbest(trainer, rows, tokenizer, **options, **lever)
+        assert got.keys() == plain.keys()
+        for key, candidates in plain.items():
+            assert [(c["text"], c["start"]) for c in got[key]] == [(c["text"], c["start"]) for c in candidates]
+            assert [c["probability"] for c in got[key]] == pytest.approx([c["probability"] for c in candidates])
+    assert trainer.preprocess_logits_for_metrics is None and model._compiled_call_impl is None
