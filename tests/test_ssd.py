@@ -30,9 +30,10 @@ needs_functional_layout = pytest.mark.skipif(
 
 def hooked_attributes():
     """What the hook replaces on this transformers, as it is bound now."""
+    norm = modeling_mamba2.MambaRMSNormGated.forward
     if FUNCTIONAL_LAYOUT:
-        return modeling_mamba2.mamba2_chunk_scan, modeling_mamba2.causal_conv1d_fn
-    return (Mamba2Mixer.torch_forward,)
+        return modeling_mamba2.mamba2_chunk_scan, modeling_mamba2.causal_conv1d_fn, norm
+    return Mamba2Mixer.torch_forward, norm
 
 
 @pytest.fixture(autouse=True)
@@ -121,16 +122,15 @@ def chunk_scan_inputs(batch, length, heads, head_dim, groups, state, seed=0):
 
 @needs_functional_layout
 @pytest.mark.parametrize(
-    "length,groups,with_initial_states,dt_limit,chunks_per_block",
+    "length,groups,with_initial_states,dt_limit",
     [
-        (1, 1, False, (0.0, float("inf")), 32),
-        (37, 1, True, (0.0, float("inf")), 32),
-        (100, 2, False, (0.05, 0.8), 32),
-        (100, 2, True, (0.0, float("inf")), 2),  # 7 chunks of 16: 4 blocks of chunks walked in sequence
+        (1, 1, False, (0.0, float("inf"))),
+        (37, 1, True, (0.0, float("inf"))),
+        (100, 2, False, (0.05, 0.8)),
+        (100, 2, True, (0.0, float("inf"))),  # 7 chunks of 16, the last one padded
     ],
 )
-def test_chunk_scan_matches_reference(monkeypatch, length, groups, with_initial_states, dt_limit, chunks_per_block):
-    monkeypatch.setattr(ssd, "CHUNKS_PER_BLOCK", chunks_per_block)
+def test_chunk_scan_matches_reference(length, groups, with_initial_states, dt_limit):
     reference = modeling_mamba2.mamba2_chunk_scan
     inputs = chunk_scan_inputs(batch=2, length=length, heads=4, head_dim=8, groups=groups, state=16)
     if not with_initial_states:
@@ -145,6 +145,66 @@ def test_chunk_scan_matches_reference(monkeypatch, length, groups, with_initial_
     names = ["output", "final state", *(k for k, v in inputs.items() if v is not None)]
     for name, ours, ref in zip(names, results["ours"], results["ref"]):
         assert_close(ours, ref, name)
+
+
+def float64_ssd_inputs(batch, length, heads, head_dim, groups, state, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).requires_grad_()
+
+    dt = (torch.rand(batch, length, heads, generator=gen, dtype=torch.float64) + 0.1).requires_grad_()
+    A = (-torch.rand(heads, generator=gen, dtype=torch.float64) - 0.2).requires_grad_()
+    x, B, C = (
+        randn(batch, length, heads, head_dim),
+        randn(batch, length, groups, state),
+        randn(batch, length, groups, state),
+    )
+    return x, dt, A, B, C, randn(heads), randn(batch, heads, head_dim, state)
+
+
+@pytest.mark.parametrize(
+    "length,groups,chunk_size,with_initial_states",
+    [
+        (8, 1, 4, True),  # whole chunks
+        (7, 1, 4, True),  # the last chunk padded
+        (9, 2, 4, False),  # 2 groups of 2 heads, padded
+        (3, 2, 8, True),  # shorter than one chunk
+    ],
+)
+def test_ssd_backward_gradcheck(length, groups, chunk_size, with_initial_states):
+    """The hand-written backward of the chunked SSD against finite differences (float64), output and final state."""
+    x, dt, A, B, C, D, initial_states = float64_ssd_inputs(2, length, 4, 3, groups, 5)
+    if not with_initial_states:
+        initial_states = None
+
+    def scan(x, dt, A, B, C, D, *initial):
+        return ssd.ssd_scan(x, dt, A, B, C, chunk_size, D=D, initial_states=initial[0] if initial else None)
+
+    inputs = (x, dt, A, B, C, D) + ((initial_states,) if with_initial_states else ())
+    assert torch.autograd.gradcheck(scan, inputs)
+
+
+@pytest.mark.parametrize("length,activation", [(1, "silu"), (10, "silu"), (10, None)])
+def test_causal_conv1d_backward_gradcheck(length, activation):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, length, 5, generator=gen, dtype=torch.float64).transpose(1, 2).requires_grad_()
+    weight = torch.randn(5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(5, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: ssd.causal_conv1d(*a, activation=activation), (x, weight, bias))
+
+
+@pytest.mark.parametrize("group_size,with_gate", [(6, True), (3, True), (6, False)])
+def test_gated_rms_norm_matches_transformers_and_gradcheck(group_size, with_gate):
+    norm = modeling_mamba2.MambaRMSNormGated(6, group_size).double()
+    with torch.no_grad():
+        norm.weight.add_(torch.randn(6, dtype=torch.float64))
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2, 5, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    gate = torch.randn(2, 5, 6, generator=gen, dtype=torch.float64, requires_grad=True) if with_gate else None
+    inputs = (hidden, norm.weight) + ((gate,) if with_gate else ())
+    assert torch.allclose(ssd.gated_rms_norm(norm, hidden, gate), norm(hidden, gate))
+    assert torch.autograd.gradcheck(lambda h, w, *g: ssd.gated_rms_norm(norm, h, *g), inputs)
 
 
 @needs_functional_layout
@@ -274,6 +334,7 @@ def test_portable_path_is_taken_once_per_layer(monkeypatch, caplog):
     ssd.uninstall_mamba2_fast_path()  # idempotent
     assert not ssd.mamba2_fast_path_active()
     assert not any("biomamba" in getattr(f, "__name__", "") for f in hooked_attributes())
+    assert modeling_mamba2.MambaRMSNormGated.forward is not ssd._norm_forward
 
 
 @pytest.mark.parametrize("value", ["0", "off", "False"])

@@ -1,21 +1,23 @@
 """A portable Mamba-2 path: chunked SSD (state-space duality) in plain PyTorch with memory linear in the length.
 
 Without mamba-ssm's kernels (CPU users, Macs, GPUs without a kernel build) transformers runs Mamba-2 through a
-reference SSD that, besides the within-chunk ``(chunk x chunk)`` products, mixes every chunk's state into every later
-one through a ``(chunks x chunks)`` product (so time and memory grow faster than the length), and autograd keeps all
-of its ``(batch, chunks, chunk, chunk, heads)`` intermediates for the backward. :func:`ssd_scan` computes the same
-function (``h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t``, ``y_t = C_t h_t + D x_t``, per head) as
+reference SSD that mixes every chunk's state into every later one through a ``(chunks x chunks)`` product (time and
+memory grow faster than the length) and leaves all its ``(batch, chunks, chunk, chunk, heads)`` intermediates to
+autograd. :func:`ssd_scan` computes the same function (``h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t``,
+``y_t = C_t h_t + D x_t``, per head) as
 
 * within each chunk, the quadratic "attention-like" form (``chunk x chunk`` per chunk and head);
-* between chunks, a recurrence over the ``(batch, heads, head_dim, state)`` states (within blocks of 32 chunks one
-  decay-matrix product, blocks in sequence);
+* between chunks, a recurrence over the ``(batch, heads, head_dim, state)`` states, one chunk at a time;
 * ``B``/``C`` stay per group (never repeated to all heads);
-* for training, the whole computation runs under activation checkpointing (``torch.utils.checkpoint``, non-reentrant):
-  autograd saves only the inputs, and the backward recomputes the forward once and differentiates it. Nothing of size
-  ``length x chunk`` or ``length x heads x state`` outlives the layer's forward; the transient working set of one
-  layer is ``O(length x chunk x heads)`` (linear in the length).
+* with a hand-written backward (:class:`_ChunkedSSD`): the forward saves its inputs (in their own dtype) and the
+  states entering each chunk (``length / chunk x heads x head_dim x state``, float32); the backward recomputes the
+  cheap per-chunk terms and runs the chunk recurrence in reverse. No forward is run twice, and nothing of size
+  ``length x chunk`` outlives a layer's forward or backward.
 
-Everything accumulates in float32 and the output is float32, as in transformers' reference.
+The depthwise causal conv (:func:`causal_conv1d`) and the gated RMSNorm (:func:`gated_rms_norm`) also have
+hand-written backwards that keep only their inputs (autograd would keep the conv's padded input and pre-activation and
+four float32 copies of the norm's input). Everything accumulates in float32 and the SSD's output is float32, as in
+transformers' reference.
 
 Hooking in (:func:`install_mamba2_fast_path`), by what the installed transformers has:
 
@@ -25,11 +27,11 @@ Hooking in (:func:`install_mamba2_fast_path`), by what the installed transformer
   :func:`mamba2_chunk_scan` otherwise; ``causal_conv1d_fn`` likewise goes to :func:`causal_conv1d` (on CPU,
   ``F.conv1d``'s depthwise backward alone took seconds per layer). This covers training, scoring and a prompt's
   prefill with a cache (initial and final states); single-token decoding steps keep transformers' recurrent update.
-  The gated RMSNorm stays transformers' (its float32 intermediates, linear in the length, stay with autograd).
 * ``Mamba2Mixer.torch_forward`` (older releases: ``forward`` picks ``cuda_kernels_forward`` for CUDA with the kernels,
   else ``torch_forward``): the method is replaced at class level by :func:`mamba2_forward`, which runs the full-sequence
-  forward (in_proj, conv, SSD, the module's own gated RMSNorm and out_proj, the gated norm included in the recomputed
-  region) and hands calls with a cache to the original ``torch_forward``.
+  forward (in_proj, conv, SSD, gated RMSNorm, out_proj) and hands calls with a cache to the original ``torch_forward``.
+* both: ``MambaRMSNormGated.forward`` becomes :func:`gated_rms_norm` (the same function; on CUDA with the kernels the
+  fused training path never calls it).
 
 Opt out with ``BIOMAMBA_FAST_SCAN=0`` (the same switch as Mamba-1's fast scan) or :func:`uninstall_mamba2_fast_path`.
 """
@@ -42,12 +44,13 @@ import os
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from . import FAST_SCAN_ENV  # the same switch as Mamba-1's fast scan
 
 __all__ = [
     "MAMBA2_FAST_PATH_NAME",
+    "causal_conv1d",
+    "gated_rms_norm",
     "install_mamba2_fast_path",
     "mamba2_chunk_scan",
     "mamba2_code_path",
@@ -61,6 +64,7 @@ MAMBA2_FAST_PATH_NAME = "biomamba_hf portable chunked SSD (PyTorch)"
 _CHUNK_SCAN_ATTRIBUTE = "mamba2_chunk_scan"
 _CONV_ATTRIBUTE = "causal_conv1d_fn"
 _TORCH_FORWARD_ATTRIBUTE = "torch_forward"
+_NORM_ATTRIBUTE = "MambaRMSNormGated.forward"
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +75,10 @@ _logged = False
 
 # ----------------------------------------------------------------------------------------------------------------------
 # the SSD
+#
+# Layout inside: sequences cut into chunks of q positions, "natural" tensors as (b, c, q, h, ...) (a view of the
+# (b, l, h, ...) input), per-head (q x q) matrices as (b, c, h, q, q). Heads share B/C within a group of r = h / g
+# heads, so the state matmuls run per (b, c, g) on (q, r * p) blocks, which for g = 1 are views without a copy.
 
 
 def default_chunk_size(device: torch.device | str, configured: int) -> int:
@@ -81,88 +89,213 @@ def default_chunk_size(device: torch.device | str, configured: int) -> int:
     return min(int(configured), 64) if device_type == "cpu" else int(configured)
 
 
-def _ssd_forward(x, dt, A, B, C, D, initial_states, chunk_size: int):
-    """The SSD of float32 inputs ``x (b, l, h, p)``, ``dt (b, l, h)`` (already softplus'ed and clamped), ``A (h,)``,
-    ``B``/``C (b, l, g, n)``, ``D (h,)`` or ``None``, ``initial_states (b, h, p, n)`` or ``None``.
-    Returns ``(y (b, l, h, p), final_state (b, h, p, n))``."""
-    batch, length, heads, head_dim = x.shape
-    groups, state = B.shape[2], B.shape[3]
-    per_group = heads // groups
-    q = chunk_size
-    chunks = -(-length // q)
-    pad = chunks * q - length
-    x_in = x
-    if pad:  # zero dt at padded positions: decay 1 and no input, so the final state is the state after `length`
-        x, dt, B, C = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
-    x = x.view(batch, chunks, q, heads, head_dim)
-    dt = dt.view(batch, chunks, q, heads)
-    B = B.view(batch, chunks, q, groups, state)
-    C = C.view(batch, chunks, q, groups, state)
-
-    a_cumsum = (dt * A).permute(0, 3, 1, 2).cumsum(-1)  # (b, h, c, q): log-decay from the chunk start
-    x_dt = x * dt[..., None]  # (b, c, q, h, p)
-
-    # 1. within each chunk: y_l = sum_{s <= l} (C_l . B_s) exp(a_l - a_s) x_s dt_s
-    causal = torch.ones(q, q, dtype=torch.bool, device=x.device).tril()
-    log_decay = (a_cumsum[..., :, None] - a_cumsum[..., None, :]).masked_fill(~causal, -float("inf"))
-    scores = torch.einsum("bclgn,bcsgn->bgcls", C, B)  # (b, g, c, q, q)
-    weights = scores[:, :, None] * torch.exp(log_decay).view(batch, groups, per_group, chunks, q, q)
-    y = torch.einsum("bhcls,bcshp->bclhp", weights.view(batch, heads, chunks, q, q), x_dt)
-
-    # 2. each chunk's contribution to the state at its end
-    to_end = torch.exp(a_cumsum[..., -1:] - a_cumsum).permute(0, 2, 3, 1)[..., None]  # (b, c, q, h, 1)
-    x_to_end = (x_dt * to_end).view(batch, chunks, q, groups, per_group, head_dim)
-    chunk_states = torch.einsum("bclgn,bclgrp->bgrcpn", B, x_to_end).reshape(batch, heads, chunks, head_dim * state)
-
-    # 3. between chunks: the state entering each chunk (linear in the number of chunks, see _states_entering_chunks)
-    current = initial_states if initial_states is not None else x.new_zeros(batch, heads, head_dim, state)
-    entering, current = _states_entering_chunks(a_cumsum[..., -1], chunk_states, current.reshape(batch, heads, -1))
-    entering = entering.view(batch, groups, per_group, chunks, head_dim, state)
-
-    # 4. the entering state's contribution inside each chunk, decayed to each position
-    y_state = torch.einsum("bclgn,bgrcpn->bclgrp", C, entering).reshape(batch, chunks, q, heads, head_dim)
-    y = y + y_state * torch.exp(a_cumsum).permute(0, 2, 3, 1)[..., None]
-    y = y.reshape(batch, chunks * q, heads, head_dim)[:, :length]
-    if D is not None:
-        y = y + x_in * D[:, None]
-    return y, current.view(batch, heads, head_dim, state)
-
-
-#: Chunks whose entering states one matrix product computes; blocks of this many chunks are then walked in sequence.
-CHUNKS_PER_BLOCK = 32
-
-
-def _states_entering_chunks(log_decay, chunk_states, state, block: int | None = None):
-    """``S_{c+1} = exp(log_decay_c) S_c + chunk_states_c`` from ``S_0 = state``, for ``log_decay (b, h, c)``,
-    ``chunk_states (b, h, c, d)``, ``state (b, h, d)``: returns ``(S_0 .. S_{c-1} as (b, h, c, d), S_c)``.
-
-    Within a block of ``block`` chunks, one ``(block + 1) x block`` decay matrix times the block's chunk states (plus
-    the decayed state entering the block); blocks in sequence. Work and memory are linear in the number of chunks.
-    """
-    chunks = log_decay.shape[-1]
-    block = block or CHUNKS_PER_BLOCK
-    causal = torch.ones(block + 1, block, dtype=torch.bool, device=log_decay.device).tril(-1)
-    entering = []
-    for start in range(0, chunks, block):
-        decay = log_decay[..., start : start + block]
-        n = decay.shape[-1]
-        inclusive = decay.cumsum(-1)  # (b, h, n): log-decay from the block start to the end of chunk z
-        exclusive = F.pad(inclusive, (1, 0))  # (b, h, n + 1): ... to the start of chunk k (k = n: the block end)
-        weights = (exclusive[..., :, None] - inclusive[..., None, :]).masked_fill(~causal[: n + 1, :n], -float("inf"))
-        carried = torch.exp(exclusive)[..., None] * state[:, :, None]  # (b, h, n + 1, d)
-        states = torch.exp(weights) @ chunk_states[:, :, start : start + n] + carried
-        entering.append(states[:, :, :n])
-        state = states[:, :, n]
-    return torch.cat(entering, dim=2) if len(entering) > 1 else entering[0], state
-
-
 def ssd_scan(x, dt, A, B, C, chunk_size: int, D=None, initial_states=None):
-    """:func:`_ssd_forward` with a recomputing backward when gradients are needed (see the module docstring).
-    Inputs are cast to float32; returns ``(y, final_state)`` in float32."""
-    inputs = [t.float() if t is not None else None for t in (x, dt, A, B, C, D, initial_states)]
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
-        return checkpoint(_ssd_forward, *inputs, chunk_size, use_reentrant=False)
-    return _ssd_forward(*inputs, chunk_size)
+    """The SSD ``h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t``, ``y_t = C_t h_t + D x_t`` (per head) of ``x (b, l, h, p)``,
+    ``dt (b, l, h)`` (already softplus'ed and clamped), ``A (h,)``, ``B``/``C (b, l, g, n)``, ``D (h,)`` or ``None``,
+    ``initial_states (b, h, p, n)`` or ``None``. Returns ``(y (b, l, h, p), final_state (b, h, p, n))`` in float32;
+    the backward is :class:`_ChunkedSSD`'s (memory linear in the length)."""
+    return _ChunkedSSD.apply(x, dt, A, B, C, D, initial_states, chunk_size)
+
+
+class _ChunkedSSD(torch.autograd.Function):
+    """The chunked SSD with a hand-written backward. Saves its inputs (in their own dtype) and the states entering
+    each chunk (``(b, chunks, h, p, n)`` float32); the backward recomputes the per-chunk terms it needs, one layer at a
+    time, so nothing of size ``length x chunk`` outlives the forward."""
+
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, D, initial_states, chunk_size):
+        y, entering, final_state = _ssd_forward(*_as_float(x, dt, A, B, C, D, initial_states), chunk_size)
+        ctx.save_for_backward(x, dt, A, B, C, D, entering)
+        ctx.chunk_size = chunk_size
+        ctx.initial_states_dtype = initial_states.dtype if initial_states is not None else None
+        return y, final_state
+
+    @staticmethod
+    def backward(ctx, dy, d_final_state):
+        x, dt, A, B, C, D, entering = ctx.saved_tensors
+        grads = _ssd_backward(*_as_float(x, dt, A, B, C, D), entering, dy, d_final_state, ctx.chunk_size)
+        dtypes = [t.dtype if t is not None else None for t in (x, dt, A, B, C, D)] + [ctx.initial_states_dtype]
+        grads = [g.to(dtype) if dtype is not None else None for g, dtype in zip(grads, dtypes)]
+        return (*grads, None)
+
+
+def _float(t):
+    """Half precisions to float32 (float64 stays, for gradcheck)."""
+    return t if t is None or t.dtype == torch.float64 else t.float()
+
+
+def _as_float(*tensors):
+    return [_float(t) for t in tensors]
+
+
+def _chunked(t, q):
+    """``(b, l, ...) -> (b, c, q, ...)``, zero-padded to whole chunks (zero dt at padded positions: decay 1 and no
+    input, so the final state is the state after the last real position)."""
+    pad = -t.shape[1] % q
+    if pad:
+        t = F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad))
+    return t.reshape(t.shape[0], -1, q, *t.shape[2:])
+
+
+def _grouped(t, groups):
+    """Natural ``(b, c, q, h, p)`` -> ``(b, c, g, q, r * p)``: per (chunk, group) the ``q x (r * p)`` block."""
+    b, c, q = t.shape[:3]
+    return t.reshape(b, c, q, groups, -1).transpose(2, 3)
+
+
+def _ungrouped(t, heads):
+    """Inverse of :func:`_grouped`: ``(b, c, g, q, r * p) -> (b, c, q, h, p)``."""
+    b, c, _, q, _ = t.shape
+    return t.transpose(2, 3).reshape(b, c, q, heads, -1)
+
+
+class _Chunks:
+    """What forward and backward share (the backward recomputes it): for chunk c, head h, positions l, s in it,
+
+    ``a``: ``(b, c, h, q)`` log-decay from the chunk start, ``a_l = sum_{k <= l} dt_k A``;
+    ``xdt``: ``x dt``, natural layout; ``decay``: ``exp(a)``; ``to_end``: ``exp(a_end - a)``, both ``(b, c, h, q)``;
+    ``L``: ``exp(a_l - a_s)`` for ``s <= l``, else 0, ``(b, c, h, q, q)``; ``CB``: ``C_l . B_s`` per group.
+    ``M = CB * L`` is the within-chunk "attention" matrix of each head. (Large temporaries are updated in place:
+    on CPU a fresh allocation of this size costs as much as the arithmetic.)
+    """
+
+    def __init__(self, x, dt, A, B, C, q):
+        self.length, self.heads = x.shape[1], x.shape[2]
+        self.groups = B.shape[2]
+        self.x, dt, self.B, self.C = (_chunked(t, q) for t in (x, dt, B, C))
+        self.dt = dt.transpose(2, 3)  # (b, c, h, q)
+        self.a = (self.dt * A[:, None]).cumsum(-1)
+        self.xdt = self.x * dt[..., None]
+        self.Bg, self.Cg = self.B.transpose(2, 3), self.C.transpose(2, 3)  # (b, c, g, q, n)
+        self.decay = torch.exp(self.a)
+        self.to_end = torch.exp(self.a[..., -1:] - self.a)
+        causal = torch.ones(q, q, dtype=torch.bool, device=x.device).tril()
+        self.L = (self.a[..., :, None] - self.a[..., None, :]).masked_fill_(~causal, -float("inf")).exp_()
+        self.CB = self.Cg @ self.Bg.transpose(-1, -2)  # (b, c, g, q, q)
+
+    def scale_by_CB(self, t):  # (b, c, h, q, q) *= CB of each head's group, in place
+        self._per_head(t).mul_(self.CB[:, :, :, None])
+        return t
+
+    def _per_head(self, t):  # (b, c, h, ...) -> (b, c, g, r, ...)
+        return t.view(t.shape[0], t.shape[1], self.groups, -1, *t.shape[3:])
+
+    def natural(self, t):  # (b, c, h, q) -> (b, c, q, h, 1), to scale natural-layout tensors
+        return t.transpose(2, 3)[..., None]
+
+    def unchunked(self, t):  # (b, c, q, ...) -> (b, l, ...)
+        return t.reshape(t.shape[0], -1, *t.shape[3:])[:, : self.length]
+
+
+def _ssd_forward(x, dt, A, B, C, D, initial_states, chunk_size: int):
+    """float32 inputs as in :func:`ssd_scan`; returns ``(y, entering states (b, c, h, p, n), final state)``."""
+    s = _Chunks(x, dt, A, B, C, chunk_size)
+    batch, chunks, q, heads, head_dim = s.x.shape
+    state = B.shape[-1]
+
+    # 1. within each chunk: y_l = sum_{s <= l} M_ls x_s dt_s (per head)
+    y_diag = s.scale_by_CB(s.L) @ s.xdt.transpose(2, 3)  # M xdt, (b, c, h, q, p)
+
+    # 2. each chunk's contribution to the state at its end: sum_s exp(a_end - a_s) dt_s x_s B_s^T
+    chunk_states = _grouped(s.xdt * s.natural(s.to_end), s.groups).transpose(-1, -2) @ s.Bg  # (b, c, g, r*p, n)
+    chunk_states = chunk_states.view(batch, chunks, heads, head_dim, state)
+
+    # 3. between chunks: S_{c+1} = exp(a_end,c) S_c + chunk_states_c
+    if initial_states is None:
+        initial_states = x.new_zeros(batch, heads, head_dim, state)
+    entering, final_state = _chunk_recurrence(s.decay[..., -1], chunk_states, initial_states)
+
+    # 4. the entering state seen from each position: exp(a_l) C_l S_c
+    y = _ungrouped(s.Cg @ _grouped_states(entering, s.groups).transpose(-1, -2), heads)  # (b, c, q, h, p)
+    y.mul_(s.natural(s.decay)).add_(y_diag.transpose(2, 3))
+    if D is not None:
+        y.addcmul_(s.x, D[:, None])
+    return s.unchunked(y), entering, final_state
+
+
+def _grouped_states(states, groups):  # (b, c, h, p, n) -> (b, c, g, r * p, n)
+    return states.view(states.shape[0], states.shape[1], groups, -1, states.shape[-1])
+
+
+def _chunk_recurrence(decay, inputs, state, reverse=False):
+    """``S_{c+1} = decay_c S_c + inputs_c`` from ``S_0 = state`` for ``decay (b, c, h)``, ``inputs (b, c, h, p, n)``,
+    ``state (b, h, p, n)``: returns ``(S_0 .. S_{c-1}, S_c)``. With ``reverse``, the same from the last chunk back
+    (``G_c = decay_c G_{c+1} + inputs_c`` from ``G_chunks = state``; returns ``(G_1 .. G_chunks, G_0)``), which is
+    the backward of the forward recurrence. A loop over chunks: each step is one elementwise update of the states."""
+    out = torch.empty_like(inputs)
+    chunks = inputs.shape[1]
+    for c in reversed(range(chunks)) if reverse else range(chunks):
+        out[:, c] = state
+        state = torch.addcmul(inputs[:, c], state, decay[:, c, :, None, None])
+    return out, state
+
+
+def _ssd_backward(x, dt, A, B, C, D, entering, dy, d_final_state, chunk_size: int):
+    """Gradients of :func:`_ssd_forward` (float32 inputs, ``entering`` saved by it) for ``dy`` and ``d_final_state``:
+    ``(dx, ddt, dA, dB, dC, dD, d_initial_states)``. ``da`` collects the gradient of the log-decay ``a``; ``a`` is a
+    cumulative sum of ``dt A``, so ``d(dt A)`` is its reverse cumulative sum."""
+    s = _Chunks(x, dt, A, B, C, chunk_size)
+    batch, chunks, q, heads, head_dim = s.x.shape
+    state = B.shape[-1]
+    dy = _chunked(dy.to(s.x.dtype), q)  # (b, c, q, h, p)
+    dD = None if D is None else (dy * s.x).sum((0, 1, 2, 4))
+    dx = dy * D[:, None] if D is not None else torch.zeros_like(s.x)
+
+    # 4. y_l += exp(a_l) C_l S_c: gradients of C, of the entering states, and of a (through exp(a_l))
+    dy_decayed = _grouped(dy * s.natural(s.decay), s.groups)  # (b, c, g, q, r*p)
+    S = _grouped_states(entering, s.groups)  # (b, c, g, r*p, n)
+    dC = dy_decayed @ S
+    d_entering = (dy_decayed.transpose(-1, -2) @ s.Cg).view_as(entering)
+    y_state = _ungrouped(s.Cg @ S.transpose(-1, -2), heads)  # recomputed: da_l = sum_p dy exp(a_l) C_l S_c
+    da = (_ungrouped(dy_decayed, heads) * y_state).sum(-1).transpose(2, 3).contiguous()  # (b, c, h, q)
+
+    # 3. the recurrence in reverse: d chunk_states_c = G_{c+1}; d initial = G_0; d a_end,c = exp(a_end,c) <S_c, G_{c+1}>
+    if d_final_state is None:
+        d_final_state = torch.zeros_like(entering[:, 0])
+    end_decay = s.decay[..., -1]
+    d_chunk_states, d_initial = _chunk_recurrence(
+        end_decay, d_entering, d_final_state.to(entering.dtype), reverse=True
+    )
+    dot = entering.view(-1, 1, head_dim * state) @ d_chunk_states.view(-1, head_dim * state, 1)
+    da[..., -1] += end_decay * dot.view_as(end_decay)
+
+    # 2. chunk_states = sum_s (xdt_s exp(a_end - a_s)) B_s^T
+    d_chunk_states = _grouped_states(d_chunk_states, s.groups)
+    x_to_end = _grouped(s.xdt * s.natural(s.to_end), s.groups)
+    dB = x_to_end @ d_chunk_states  # (b, c, g, q, n)
+    d_x_to_end = _ungrouped(s.Bg @ d_chunk_states.transpose(-1, -2), heads)  # (b, c, q, h, p)
+    dxdt = d_x_to_end.mul_(s.natural(s.to_end))
+    d_log_to_end = (dxdt * s.xdt).sum(-1).transpose(2, 3)  # (b, c, h, q): d(a_end - a_s)
+    da -= d_log_to_end
+    da[..., -1] += d_log_to_end.sum(-1)
+
+    # 1. y_diag = M xdt with M = CB * L, L = exp(a_l - a_s): dM = dy xdt^T, d log L = dM * M (row minus column sums)
+    dy_heads = dy.transpose(2, 3).contiguous()  # (b, c, h, q, p)
+    dM = dy_heads @ s.xdt.transpose(2, 3).contiguous().transpose(-1, -2)
+    dM.mul_(s.L)  # dM * L = d CB (summed over the group's heads)
+    dCB = s._per_head(dM).sum(3)  # (b, c, g, q, q)
+    M = s.scale_by_CB(s.L)
+    dxdt += (M.transpose(-1, -2) @ dy_heads).transpose(2, 3)
+    d_log_L = s.scale_by_CB(dM)  # dM * M
+    da += d_log_L.sum(-1) - d_log_L.sum(-2)
+    dC += dCB @ s.Bg
+    dB += dCB.transpose(-1, -2) @ s.Cg
+
+    # xdt = x dt and a = cumsum(dt A)
+    dx.addcmul_(dxdt, s.natural(s.dt))
+    d_dtA = da.flip(-1).cumsum(-1).flip(-1)  # (b, c, h, q)
+    ddt = (dxdt * s.x).sum(-1).transpose(2, 3) + d_dtA * A[:, None]
+    dA = (d_dtA * s.dt).sum((0, 1, 3))
+    dB, dC = (t.transpose(2, 3) for t in (dB, dC))  # (b, c, q, g, n)
+    return (
+        s.unchunked(dx),
+        s.unchunked(ddt.transpose(2, 3)),
+        dA,
+        s.unchunked(dB),
+        s.unchunked(dC),
+        dD,
+        d_initial,
+    )
 
 
 def mamba2_chunk_scan(
@@ -201,21 +334,110 @@ def mamba2_chunk_scan(
 
 def causal_conv1d(hidden_states, weight, bias=None, activation=None, **kwargs):
     """Same arguments and result as transformers' reference ``causal_conv1d_fn``: the depthwise causal convolution of
-    ``hidden_states (b, channels, l)`` with ``weight (channels, kernel)``, as a sum of ``kernel`` shifted products.
-    (On CPU, ``F.conv1d``'s depthwise backward is about two orders of magnitude slower than this.)"""
-    from transformers.activations import ACT2FN
+    ``hidden_states (b, channels, l)`` with ``weight (channels, kernel)``, as a sum of ``kernel`` shifted products
+    (on CPU, ``F.conv1d``'s depthwise backward is about two orders of magnitude slower). Without an activation or with
+    SiLU the backward is hand-written and keeps only the input (the pre-activation is recomputed)."""
+    if activation in (None, "silu", "swish"):
+        out = _CausalConv.apply(hidden_states, weight, bias, activation is not None)
+    else:
+        from transformers.activations import ACT2FN
 
-    length = hidden_states.shape[-1]
-    kernel = weight.shape[-1]
-    padded = F.pad(hidden_states.to(weight.dtype), (kernel - 1, 0))
-    out = padded[..., kernel - 1 :] * weight[:, kernel - 1, None]
-    for k in range(kernel - 1):
-        out = out + padded[..., k : k + length] * weight[:, k, None]
-    if bias is not None:
-        out = out + bias[:, None]
-    if activation is not None:
-        out = ACT2FN[activation](out)
+        out = ACT2FN[activation](_conv(hidden_states.to(weight.dtype), weight, bias))
     return out.to(hidden_states.dtype)
+
+
+def _conv(x, weight, bias):
+    """``sum_k weight[:, k] x[t - kernel + 1 + k]`` (+ bias), computed along the length in ``(b, l, channels)``."""
+    length, kernel = x.shape[-1], weight.shape[-1]
+    padded = F.pad(x.transpose(1, 2), (0, 0, kernel - 1, 0))  # (b, l + kernel - 1, channels)
+    out = padded[:, kernel - 1 :] * weight[:, kernel - 1]
+    for k in range(kernel - 1):
+        out.addcmul_(padded[:, k : k + length], weight[:, k])
+    if bias is not None:
+        out.add_(bias)
+    return out.transpose(1, 2)
+
+
+class _CausalConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, silu: bool):
+        ctx.save_for_backward(x, weight, bias)
+        ctx.silu, ctx.x_dtype = silu, x.dtype
+        out = _conv(x.to(weight.dtype), weight, bias)
+        return F.silu(out) if silu else out
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, bias = ctx.saved_tensors
+        x = x.to(weight.dtype)
+        d_pre = dy.to(weight.dtype)
+        if ctx.silu:
+            d_pre = torch.ops.aten.silu_backward(d_pre, _conv(x, weight, bias))
+        d_pre = d_pre.transpose(1, 2)  # (b, l, channels), as _conv computes
+        length, kernel = d_pre.shape[1], weight.shape[-1]
+        xt = x.transpose(1, 2)
+        # out_t = sum_k w_k x_{t - kernel + 1 + k}: dx_t = sum_k w_k d_pre_{t + kernel - 1 - k}, dw_k = sum_t d_pre_t x_{...}
+        dx = d_pre * weight[:, kernel - 1]
+        dw = torch.empty_like(weight)
+        dw[:, kernel - 1] = (d_pre * xt).sum((0, 1))
+        for k in range(kernel - 1):
+            shift = kernel - 1 - k
+            if shift < length:
+                dx[:, : length - shift].addcmul_(d_pre[:, shift:], weight[:, k])
+                dw[:, k] = (d_pre[:, shift:] * xt[:, : length - shift]).sum((0, 1))
+            else:
+                dw[:, k] = 0
+        db = d_pre.sum((0, 1)) if bias is not None else None
+        return dx.transpose(1, 2).to(ctx.x_dtype), dw, db, None
+
+
+def gated_rms_norm(norm, hidden_states, gate=None):
+    """``MambaRMSNormGated.forward`` (transformers' Mamba-2 gated RMSNorm, ``norm_before_gate=False``) with the same
+    result and a hand-written backward that keeps only its inputs and the per-group inverse RMS: autograd would keep
+    four float32 copies of the ``(tokens, intermediate)`` activations per layer."""
+    group_size = getattr(norm, "group_size", hidden_states.shape[-1])  # older releases: one group
+    if gate is None:
+        return _GatedRMSNorm.apply(hidden_states, hidden_states.new_ones(()), norm.weight, norm.variance_epsilon, 0)
+    return _GatedRMSNorm.apply(hidden_states, gate, norm.weight, norm.variance_epsilon, group_size)
+
+
+def _norm_forward(self, hidden_states, gate=None):
+    """Installed as ``MambaRMSNormGated.forward``."""
+    return gated_rms_norm(self, hidden_states, gate)
+
+
+def _gated_inputs(hidden_states, gate, group_size):
+    """float32 ``u = hidden * silu(gate)`` viewed as ``(..., groups, group_size)`` (gate size 0: no gate)."""
+    u = _float(hidden_states)
+    if group_size:
+        u = u * F.silu(_float(gate))
+    return u.view(*u.shape[:-1], -1, group_size or u.shape[-1])
+
+
+class _GatedRMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden_states, gate, weight, eps, group_size):
+        u = _gated_inputs(hidden_states, gate, group_size)
+        rstd = torch.rsqrt(u.pow(2).mean(-1, keepdim=True) + eps)
+        ctx.save_for_backward(hidden_states, gate, weight, rstd)
+        ctx.group_size = group_size
+        return weight * (u * rstd).view(hidden_states.shape).to(hidden_states.dtype)
+
+    @staticmethod
+    def backward(ctx, d_out):
+        hidden_states, gate, weight, rstd = ctx.saved_tensors
+        n = _gated_inputs(hidden_states, gate, ctx.group_size) * rstd
+        normed = n.view(hidden_states.shape).to(hidden_states.dtype)
+        d_weight = (d_out * normed).sum(tuple(range(d_out.dim() - 1))).to(weight.dtype)
+        # n = u * rstd, rstd = (mean(u^2) + eps)^-1/2: du = rstd * (dn - n * mean(dn * n)) per group
+        dn = _float((d_out * weight).to(hidden_states.dtype)).view_as(n)
+        du = dn.sub_(n * (dn * n).mean(-1, keepdim=True)).mul_(rstd).view(hidden_states.shape)
+        if not ctx.group_size:
+            return du.to(hidden_states.dtype), None, d_weight, None, None
+        gate32 = _float(gate)
+        d_hidden = du * F.silu(gate32)
+        d_gate = torch.ops.aten.silu_backward(du.mul_(_float(hidden_states)), gate32)
+        return d_hidden.to(hidden_states.dtype), d_gate.to(gate.dtype), d_weight, None, None
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -236,17 +458,16 @@ def _mixer_middle(mixer, projected_states, attention_mask):
     x, B, C = torch.split(xBC, [mixer.intermediate_size, groups_state, groups_state], dim=-1)
     dt = F.softplus(dt + mixer.dt_bias)
     dt = torch.clamp(dt, mixer.time_step_limit[0], mixer.time_step_limit[1])
-    y, _ = _ssd_forward(
-        x.reshape(batch, seq_len, -1, mixer.head_dim).float(),
-        dt.float(),
+    y, _ = ssd_scan(
+        x.reshape(batch, seq_len, -1, mixer.head_dim),
+        dt,
         -torch.exp(mixer.A_log.float()),
-        B.reshape(batch, seq_len, mixer.n_groups, -1).float(),
-        C.reshape(batch, seq_len, mixer.n_groups, -1).float(),
-        mixer.D,
-        None,
+        B.reshape(batch, seq_len, mixer.n_groups, -1),
+        C.reshape(batch, seq_len, mixer.n_groups, -1),
         default_chunk_size(projected_states.device, mixer.chunk_size),
+        D=mixer.D,
     )
-    return mixer.norm(y.reshape(batch, seq_len, -1), gate)
+    return gated_rms_norm(mixer.norm, y.reshape(batch, seq_len, -1), gate)
 
 
 def mamba2_forward(mixer, hidden_states, cache_params=None, attention_mask=None, *args, **kwargs):
@@ -264,11 +485,7 @@ def mamba2_forward(mixer, hidden_states, cache_params=None, attention_mask=None,
     _log_path_once()
     dtype = hidden_states.dtype
     hidden_states = _apply_mask_to_padding_states(hidden_states, attention_mask)
-    projected_states = mixer.in_proj(hidden_states)
-    if torch.is_grad_enabled() and projected_states.requires_grad:
-        scan_output = checkpoint(_mixer_middle, mixer, projected_states, attention_mask, use_reentrant=False)
-    else:
-        scan_output = _mixer_middle(mixer, projected_states, attention_mask)
+    scan_output = _mixer_middle(mixer, mixer.in_proj(hidden_states), attention_mask)
     return mixer.out_proj(scan_output.to(dtype))
 
 
@@ -381,6 +598,10 @@ def install_mamba2_fast_path() -> bool:
             "`Mamba2Mixer.torch_forward`: the biomamba_hf portable Mamba-2 path cannot hook in; "
             f"set {FAST_SCAN_ENV}=0 and report this at the biomamba_hf issue tracker"
         )
+    norm = getattr(modeling_mamba2, "MambaRMSNormGated", None)
+    if norm is not None:  # the gated norm with a lean backward (the same function)
+        _installed[_NORM_ATTRIBUTE] = norm.forward
+        norm.forward = _norm_forward
     return mamba2_fast_path_active()
 
 
@@ -392,6 +613,8 @@ def uninstall_mamba2_fast_path() -> None:
     for attribute, original in list(_installed.items()):
         if attribute == _TORCH_FORWARD_ATTRIBUTE:
             modeling_mamba2.Mamba2Mixer.torch_forward = original
+        elif attribute == _NORM_ATTRIBUTE:
+            modeling_mamba2.MambaRMSNormGated.forward = original
         else:
             setattr(modeling_mamba2, attribute, original)
         del _installed[attribute]
