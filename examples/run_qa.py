@@ -72,6 +72,13 @@ class ModelArguments(HubLoadingArguments):
             "checkpoint was trained with, else question_first. Recorded in the saved config."
         },
     )
+    compile_inference: bool = field(
+        default=False,
+        metadata={
+            "help": "Predict (--do_eval/--do_predict) through torch.compile(mode='reduce-overhead'): CUDA graphs on a "
+            "GPU, any model; windows are padded to length buckets (--inference_pad_to_multiple_of, default 64)."
+        },
+    )
     use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of all weights."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
@@ -142,6 +149,13 @@ class DataArguments:
     max_question_length: int = field(default=64, metadata={"help": "Questions are cut to this many tokens."})
     max_answer_length: int = field(default=30, metadata={"help": "Longest answer span, in tokens."})
     n_best_size: int = field(default=20, metadata={"help": "Candidates kept per context before merging."})
+    inference_pad_to_multiple_of: int | None = field(
+        default=None,
+        metadata={
+            "help": "Pad prediction windows on the right to multiples of this many tokens (at most "
+            "--max_seq_length), so that batches come in a few shapes; answers do not change."
+        },
+    )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Keep the first N training examples (contexts), for quick runs."}
     )
@@ -154,6 +168,11 @@ class DataArguments:
         for name in ("max_seq_length", "max_question_length", "max_answer_length", "n_best_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)}")
+        if self.inference_pad_to_multiple_of is not None and self.inference_pad_to_multiple_of < 1:
+            raise ValueError(
+                f"--inference_pad_to_multiple_of must be a positive integer (e.g. 64), got "
+                f"{self.inference_pad_to_multiple_of}"
+            )
         if self.doc_stride < 0:
             raise ValueError(f"--doc_stride must be >= 0, got {self.doc_stride}")
         if self.max_train_samples is not None and self.max_train_samples < 1:
@@ -313,6 +332,10 @@ def main(argv: list[str] | None = None) -> dict:
         "doc_stride": data_args.doc_stride,
         "max_question_length": data_args.max_question_length,
     }
+    predict_kwargs = {  # inference levers, the same for every model
+        "pad_to_multiple_of": data_args.inference_pad_to_multiple_of,
+        "compile": model_args.compile_inference,
+    }
     if training_args.should_log:
         from biomamba_hf.ops import code_path_label
 
@@ -367,6 +390,7 @@ def main(argv: list[str] | None = None) -> dict:
                 n_best_size=data_args.n_best_size,
                 max_answer_length=data_args.max_answer_length,
                 **feature_kwargs,
+                **predict_kwargs,
             )
             question_ids = [qid for batch in references.values() for qid in batch]
             predictions = merge_question_predictions(nbest, question_ids)
@@ -448,6 +472,7 @@ def main(argv: list[str] | None = None) -> dict:
                 max_answer_length=data_args.max_answer_length,
                 metric_key_prefix="predict",
                 **feature_kwargs,
+                **predict_kwargs,
             )
             question_ids = list(dict.fromkeys(row["question_id"] for row in rows))
             predictions = merge_question_predictions(nbest, question_ids)
