@@ -22,7 +22,9 @@ __all__ = [
     "CLMTrainingArguments",
     "CausalLMTrainer",
     "ThroughputCallback",
+    "TimeBudgetCallback",
     "check_loss_chunking",
+    "check_time_budget",
     "padding_collator",
     "perplexity",
     "token_nll_sums",
@@ -32,8 +34,9 @@ __all__ = [
 @dataclass
 class BiomambaTrainingArguments(TrainingArguments):
     """``TrainingArguments`` with what every training script of the package shares: ``--overwrite_output_dir`` (gone
-    from transformers 5), ``--eval_before_train``, ``--compile_norms``; ``--hub_token`` is refused (``Trainer``
-    pickles its arguments into ``training_args.bin``); CPU-only multi-process launches really distribute."""
+    from transformers 5), ``--eval_before_train``, ``--compile_norms``, ``--max_train_seconds``; ``--hub_token`` is
+    refused (``Trainer`` pickles its arguments into ``training_args.bin``); CPU-only multi-process launches really
+    distribute."""
 
     overwrite_output_dir: bool = field(
         default=False,
@@ -68,6 +71,21 @@ class BiomambaTrainingArguments(TrainingArguments):
         },
     )
 
+    max_train_seconds: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Stop training once this many seconds of wall time have passed since the end of the first optimizer "
+                "step (start-up such as CUDA initialisation and torch.compile is not counted), then save and evaluate "
+                "as at the end of a run; train_stopped_by_time_budget and train_steps are recorded in the metrics. "
+                "--max_steps (or the epochs) must still be given: the learning-rate schedule is planned for them, so "
+                "pick max_steps near budget x steps/s for the schedule to end near the budget "
+                "(benchmarks/bench_equal_compute.py measures steps/s per model for that). Counted per train() call: "
+                "a resumed run gets the whole budget again."
+            )
+        },
+    )
+
     def __post_init__(self):
         if self.hub_token:
             raise ValueError(
@@ -82,6 +100,7 @@ class BiomambaTrainingArguments(TrainingArguments):
                 # launched as several processes: each rank would silently train alone on all the data.
                 self.use_cpu = True
         check_training_arguments(self)  # before transformers derives anything from them
+        check_time_budget(self)
         super().__post_init__()
 
 
@@ -114,6 +133,25 @@ class CLMTrainingArguments(BiomambaTrainingArguments):
         super().__post_init__()
         if self.tokens_per_step is not None and self.tokens_per_step <= 0:
             raise ValueError(f"--tokens_per_step must be a positive number of tokens, got {self.tokens_per_step}")
+
+
+def check_time_budget(args) -> None:
+    """Refuse a ``--max_train_seconds`` that is not a positive number, or one without ``--max_steps`` (the learning-rate
+    schedule is planned for max_steps: without it the budget would cut a schedule planned for some epochs)."""
+    seconds = getattr(args, "max_train_seconds", None)
+    if seconds is None:
+        return
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0 or math.isinf(seconds):
+        raise ValueError(
+            f"Invalid training arguments (nothing was done): --max_train_seconds {seconds!r}: pass a positive, finite "
+            "number of seconds (e.g. 1800), or leave it unset for no time budget."
+        )
+    if args.do_train and args.max_steps <= 0:
+        raise ValueError(
+            f"Invalid training arguments (nothing was done): --max_train_seconds {seconds!r} needs a positive "
+            "--max_steps: the learning-rate schedule is planned for max_steps, so pick it near the budget x the "
+            "measured steps/s (benchmarks/bench_equal_compute.py does this per model)."
+        )
 
 
 def check_loss_chunking(training_args) -> None:
@@ -184,12 +222,20 @@ class BiomambaTrainer(Trainer):
       ``train_loss`` of a resumed call covers the steps after it only, and the model card says so.
     * A checkpoint or model save that runs out of disk space stops with :class:`biomamba_hf.reliability.DiskFullError`
       naming the folder, the free space and the complete checkpoint a rerun resumes from.
+    * With ``--max_train_seconds`` a :class:`TimeBudgetCallback` stops training once the budget is spent;
+      ``train()``'s metrics then include ``train_stopped_by_time_budget``, ``train_steps`` (optimizer steps of this
+      call) and ``train_time_budget_seconds``.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._start_step = _StartStep()
         self.add_callback(self._start_step)
+        self._time_budget = None
+        seconds = getattr(self.args, "max_train_seconds", None)
+        if seconds is not None:
+            self._time_budget = TimeBudgetCallback(seconds)
+            self.add_callback(self._time_budget)
         if getattr(self.args, "compile_norms", False):
             from .speed import compile_non_scan_parts
 
@@ -218,6 +264,8 @@ class BiomambaTrainer(Trainer):
     def train(self, *args, **kwargs):
         output = super().train(*args, **kwargs)
         output.metrics["train_start_step"] = self._start_step.step
+        if self._time_budget is not None:
+            output.metrics.update(self._time_budget.metrics(self.state.global_step - self._start_step.step))
         return output
 
     # Overrides the private Trainer._save_checkpoint (tests/test_interrupted_training.py checks it): a full disk is named.
@@ -249,6 +297,70 @@ class _StartStep(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.step = state.global_step
+
+
+class TimeBudgetCallback(TrainerCallback):
+    """Stops training once ``max_train_seconds`` of wall time have passed since the end of the first optimizer step.
+
+    The clock starts when the first optimizer step of a ``train()`` call ends, so one-time start-up (CUDA context,
+    ``torch.compile``, kernel autotuning, the first batch) does not eat into one model's budget more than another's;
+    it includes everything after, in-training evaluation and checkpoints too. At the first step end past the budget
+    it sets ``should_training_stop`` plus ``should_save`` / ``should_evaluate`` / ``should_log`` as ``Trainer``'s
+    flow does at ``max_steps``, so the run ends as a finished one (final checkpoint and evaluation per the
+    strategies, model saved by the script). The learning-rate schedule is still planned for ``max_steps``.
+    """
+
+    def __init__(self, max_train_seconds: float, clock=time.perf_counter):
+        if not max_train_seconds > 0:  # also refuses NaN
+            raise ValueError(f"--max_train_seconds must be a positive number of seconds, got {max_train_seconds!r}")
+        self.max_train_seconds = float(max_train_seconds)
+        self.clock = clock
+        self.clock_start = None
+        self.stopped = False
+        self.stop_step = None
+        self.elapsed = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.clock_start = None
+        self.stopped = False
+        self.stop_step = None
+        self.elapsed = 0.0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = self.clock()
+        if self.clock_start is None:
+            self.clock_start = now
+            return control
+        self.elapsed = now - self.clock_start
+        if self.elapsed >= self.max_train_seconds and not control.should_training_stop:
+            from transformers.trainer_utils import IntervalStrategy, SaveStrategy
+
+            self.stopped = True
+            self.stop_step = state.global_step
+            control.should_training_stop = True
+            # As DefaultFlowCallback at max_steps; epoch strategies are served by the epoch end that follows the stop.
+            control.should_log = control.should_log or args.logging_strategy == IntervalStrategy.STEPS
+            if args.eval_strategy == IntervalStrategy.STEPS and args.eval_delay <= state.global_step:
+                control.should_evaluate = True
+            if args.save_strategy == SaveStrategy.STEPS:
+                control.should_save = True
+            logging.getLogger(__name__).info(
+                "Time budget of %.0f s spent after %.1f s: training stops at step %d of max_steps %d",
+                self.max_train_seconds,
+                self.elapsed,
+                state.global_step,
+                state.max_steps,
+            )
+        return control
+
+    def metrics(self, steps: int) -> dict:
+        """``train_stopped_by_time_budget``, ``train_steps`` and the budget, for ``train()``'s metrics."""
+        return {
+            "train_stopped_by_time_budget": self.stopped,
+            "train_steps": steps,
+            "train_time_budget_seconds": self.max_train_seconds,
+            "train_time_budget_elapsed_seconds": round(self.elapsed, 3),
+        }
 
 
 class CausalLMTrainer(BiomambaTrainer):
