@@ -98,25 +98,22 @@ def ssd_scan(x, dt, A, B, C, chunk_size: int, D=None, initial_states=None):
 
 
 class _ChunkedSSD(torch.autograd.Function):
-    """The chunked SSD with a hand-written backward. Saves its inputs (in their own dtype) and the states entering
-    each chunk (``(b, chunks, h, p, n)`` float32); the backward recomputes the per-chunk terms it needs, one layer at a
-    time, so nothing of size ``length x chunk`` outlives the forward."""
+    """The chunked SSD with a hand-written backward. Saves only its inputs (in their own dtype); the backward
+    recomputes the per-chunk terms and the states entering each chunk (all cheaper than the forward: no within-chunk
+    product), one layer at a time, so nothing of size ``length x chunk`` outlives the forward."""
 
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D, initial_states, chunk_size):
-        y, entering, final_state = _ssd_forward(*_as_float(x, dt, A, B, C, D, initial_states), chunk_size)
-        ctx.save_for_backward(x, dt, A, B, C, D, entering)
+        y, final_state = _ssd_forward(*_as_float(x, dt, A, B, C, D, initial_states), chunk_size)
+        ctx.save_for_backward(x, dt, A, B, C, D, initial_states)
         ctx.chunk_size = chunk_size
-        ctx.initial_states_dtype = initial_states.dtype if initial_states is not None else None
         return y, final_state
 
     @staticmethod
     def backward(ctx, dy, d_final_state):
-        x, dt, A, B, C, D, entering = ctx.saved_tensors
-        grads = _ssd_backward(*_as_float(x, dt, A, B, C, D), entering, dy, d_final_state, ctx.chunk_size)
-        dtypes = [t.dtype if t is not None else None for t in (x, dt, A, B, C, D)] + [ctx.initial_states_dtype]
-        grads = [g.to(dtype) if dtype is not None else None for g, dtype in zip(grads, dtypes)]
-        return (*grads, None)
+        inputs = ctx.saved_tensors
+        grads = _ssd_backward(*_as_float(*inputs), dy, d_final_state, ctx.chunk_size)
+        return (*(g.to(t.dtype) if t is not None else None for g, t in zip(grads, inputs)), None)
 
 
 def _float(t):
@@ -188,29 +185,31 @@ class _Chunks:
 
 
 def _ssd_forward(x, dt, A, B, C, D, initial_states, chunk_size: int):
-    """float32 inputs as in :func:`ssd_scan`; returns ``(y, entering states (b, c, h, p, n), final state)``."""
+    """float32 inputs as in :func:`ssd_scan`; returns ``(y, final_state)``."""
     s = _Chunks(x, dt, A, B, C, chunk_size)
-    batch, chunks, q, heads, head_dim = s.x.shape
-    state = B.shape[-1]
 
     # 1. within each chunk: y_l = sum_{s <= l} M_ls x_s dt_s (per head)
     y_diag = s.scale_by_CB(s.L) @ s.xdt.transpose(2, 3)  # M xdt, (b, c, h, q, p)
 
-    # 2. each chunk's contribution to the state at its end: sum_s exp(a_end - a_s) dt_s x_s B_s^T
-    chunk_states = _grouped(s.xdt * s.natural(s.to_end), s.groups).transpose(-1, -2) @ s.Bg  # (b, c, g, r*p, n)
-    chunk_states = chunk_states.view(batch, chunks, heads, head_dim, state)
-
-    # 3. between chunks: S_{c+1} = exp(a_end,c) S_c + chunk_states_c
-    if initial_states is None:
-        initial_states = x.new_zeros(batch, heads, head_dim, state)
-    entering, final_state = _chunk_recurrence(s.decay[..., -1], chunk_states, initial_states)
+    # 2.-3. the state entering each chunk
+    entering, final_state = _entering_states(s, _grouped(s.xdt * s.natural(s.to_end), s.groups), initial_states)
 
     # 4. the entering state seen from each position: exp(a_l) C_l S_c
-    y = _ungrouped(s.Cg @ _grouped_states(entering, s.groups).transpose(-1, -2), heads)  # (b, c, q, h, p)
+    y = _ungrouped(s.Cg @ _grouped_states(entering, s.groups).transpose(-1, -2), s.heads)  # (b, c, q, h, p)
     y.mul_(s.natural(s.decay)).add_(y_diag.transpose(2, 3))
     if D is not None:
         y.addcmul_(s.x, D[:, None])
-    return s.unchunked(y), entering, final_state
+    return s.unchunked(y), final_state
+
+
+def _entering_states(s, x_to_end, initial_states):
+    """The states entering each chunk ``(b, c, h, p, n)`` and the final state, from ``x_to_end = xdt exp(a_end - a)``
+    (grouped): each chunk adds ``sum_s x_to_end_s B_s^T`` at its end, ``S_{c+1} = exp(a_end,c) S_c + that``."""
+    batch, chunks, _, heads, head_dim = s.x.shape
+    chunk_states = (x_to_end.transpose(-1, -2) @ s.Bg).view(batch, chunks, heads, head_dim, -1)
+    if initial_states is None:
+        initial_states = chunk_states.new_zeros(batch, heads, head_dim, chunk_states.shape[-1])
+    return _chunk_recurrence(s.decay[..., -1], chunk_states, initial_states)
 
 
 def _grouped_states(states, groups):  # (b, c, h, p, n) -> (b, c, g, r * p, n)
@@ -230,14 +229,16 @@ def _chunk_recurrence(decay, inputs, state, reverse=False):
     return out, state
 
 
-def _ssd_backward(x, dt, A, B, C, D, entering, dy, d_final_state, chunk_size: int):
-    """Gradients of :func:`_ssd_forward` (float32 inputs, ``entering`` saved by it) for ``dy`` and ``d_final_state``:
+def _ssd_backward(x, dt, A, B, C, D, initial_states, dy, d_final_state, chunk_size: int):
+    """Gradients of :func:`_ssd_forward` (float32 inputs) for ``dy`` and ``d_final_state``:
     ``(dx, ddt, dA, dB, dC, dD, d_initial_states)``. ``da`` collects the gradient of the log-decay ``a``; ``a`` is a
     cumulative sum of ``dt A``, so ``d(dt A)`` is its reverse cumulative sum."""
     s = _Chunks(x, dt, A, B, C, chunk_size)
     batch, chunks, q, heads, head_dim = s.x.shape
     state = B.shape[-1]
     dy = _chunked(dy.to(s.x.dtype), q)  # (b, c, q, h, p)
+    x_to_end = _grouped(s.xdt * s.natural(s.to_end), s.groups)  # (b, c, g, q, r*p)
+    entering, _ = _entering_states(s, x_to_end, initial_states)
     dD = None if D is None else (dy * s.x).sum((0, 1, 2, 4))
     dx = dy * D[:, None] if D is not None else torch.zeros_like(s.x)
 
@@ -250,8 +251,6 @@ def _ssd_backward(x, dt, A, B, C, D, entering, dy, d_final_state, chunk_size: in
     da = (_ungrouped(dy_decayed, heads) * y_state).sum(-1).transpose(2, 3).contiguous()  # (b, c, h, q)
 
     # 3. the recurrence in reverse: d chunk_states_c = G_{c+1}; d initial = G_0; d a_end,c = exp(a_end,c) <S_c, G_{c+1}>
-    if d_final_state is None:
-        d_final_state = torch.zeros_like(entering[:, 0])
     end_decay = s.decay[..., -1]
     d_chunk_states, d_initial = _chunk_recurrence(
         end_decay, d_entering, d_final_state.to(entering.dtype), reverse=True
@@ -261,7 +260,6 @@ def _ssd_backward(x, dt, A, B, C, D, entering, dy, d_final_state, chunk_size: in
 
     # 2. chunk_states = sum_s (xdt_s exp(a_end - a_s)) B_s^T
     d_chunk_states = _grouped_states(d_chunk_states, s.groups)
-    x_to_end = _grouped(s.xdt * s.natural(s.to_end), s.groups)
     dB = x_to_end @ d_chunk_states  # (b, c, g, q, n)
     d_x_to_end = _ungrouped(s.Bg @ d_chunk_states.transpose(-1, -2), heads)  # (b, c, q, h, p)
     dxdt = d_x_to_end.mul_(s.natural(s.to_end))
