@@ -142,6 +142,17 @@ def _family_and_ssm_cfg(config: dict, where: str) -> tuple[str, dict]:
     return layer, {**defaults, **ssm_cfg}
 
 
+def is_mamba_ssm_config(config: Any) -> bool:
+    """Whether a ``config.json`` dict is mamba_ssm's own format (``d_model``, ``n_layer``, no ``model_type``).
+
+    >>> is_mamba_ssm_config({"d_model": 768, "n_layer": 24, "ssm_cfg": {"layer": "Mamba2"}})
+    True
+    >>> is_mamba_ssm_config({"model_type": "mamba2", "hidden_size": 768})
+    False
+    """
+    return isinstance(config, dict) and "model_type" not in config and {"d_model", "n_layer"} <= set(config)
+
+
 def mamba_ssm_config_to_transformers(config: dict, where: str = "config.json") -> tuple[str, dict]:
     """Map a mamba_ssm ``config.json`` dict to ``("mamba" | "mamba2", kwargs for MambaConfig / Mamba2Config)``.
 

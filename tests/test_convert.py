@@ -558,3 +558,41 @@ def test_console_script(tmp_path, capsys, tokenizer_dir, tokenizer):
 
     assert main([str(source), str(tmp_path / "hf")]) == 1
     assert "biomamba-convert: error: " in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The scripts point a mamba_ssm-format checkpoint at the converter
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", ["run_qa", "run_pubmedqa", "run_clm"])
+def test_scripts_refuse_a_mamba_ssm_folder_and_name_the_converter(tmp_path, script):
+    from helpers import example_script
+
+    source, _ = write_source(tmp_path / "mamba2-130m", ssm_config("Mamba2"))
+    argv = ["--model_name_or_path", str(source), "--output_dir", str(tmp_path / "out"), "--report_to", "none"]
+    if script == "run_qa":  # run_qa checks its test-set files first: the real 4b folder
+        from helpers import data_dir
+
+        argv += ["--do_eval", "--test_dirs", str(data_dir() / "bioasq" / "4b")]
+    else:
+        argv += ["--do_train"]
+    if script == "run_clm":
+        (tmp_path / "train.jsonl").write_text('{"text": "Aspirin inhibits cyclooxygenase."}\n')
+        argv += ["--train_file", str(tmp_path / "train.jsonl")]
+    with pytest.raises(ValueError, match=r"mamba_ssm's own format .*`biomamba-convert .*mamba2-130m DESTINATION`"):
+        with example_script(script) as module:
+            module.main(argv)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_converted_folder_passes_the_scripts_source_check(tmp_path):
+    from types import SimpleNamespace
+
+    from biomamba_hf.script_utils import check_model_sources
+
+    source, _ = write_source(tmp_path / "source", ssm_config("Mamba1"))
+    with pytest.raises(ValueError, match="mamba_ssm's own format"):
+        check_model_sources(SimpleNamespace(model_name_or_path=str(source)))
+    destination = convert_mamba_ssm_checkpoint(source, tmp_path / "converted")
+    check_model_sources(SimpleNamespace(model_name_or_path=str(destination)))
