@@ -13,8 +13,17 @@ biomedical text and tokenizers trained on it (said in the header). Weights are r
 A second block times the bare model forward at the QA shape (32 x 384 tokens), separating model cost from pipeline
 overhead (tokenisation, windowing, padding, span extraction).
 
-    python benchmarks/bench_qa_pipeline.py --data_dir path/to/shared/data                  # GPU
-    python benchmarks/bench_qa_pipeline.py --device cpu --size 130m --num_questions 48 --batch_sizes 1,8 --dtypes float32
+Models: Mamba QA, Mamba-2 QA (both on the GPT-NeoX tokenizer) and BERT-base QA. Inference levers (``--levers``), the
+same for every model: ``plain``; ``buckets``: ``pad_to_multiple_of=64``, windows padded on the right to a few lengths;
+``compile``: buckets + ``compile=True``, ``torch.compile(mode="reduce-overhead")``, CUDA graphs on a GPU
+(``--compile_backend eager`` for a CPU smoke run). Every lever gets one untimed pass over all the questions first (it
+compiles every bucket shape), then ``--repeats`` timed passes. The code path of each Mamba model and the graph breaks
+of each compiled model are printed before the tables. The bare forward is timed plain and compiled (buckets change
+nothing at one fixed shape).
+
+    python benchmarks/bench_qa_pipeline.py --data_dir path/to/shared/data --dtypes bfloat16 --batch_sizes 32  # GPU
+    python benchmarks/bench_qa_pipeline.py --device cpu --size tiny --num_questions 8 --batch_sizes 4 \
+        --dtypes float32 --compile_backend eager                                               # CPU smoke run
 """
 
 from __future__ import annotations
@@ -42,6 +51,11 @@ SYNTHETIC = [
 ]
 
 
+MAMBA, MAMBA2, BERT = "Mamba QA", "Mamba-2 QA", "BERT-base QA"
+MODELS = {"mamba": MAMBA, "mamba2": MAMBA2, "bert": BERT}
+LEVERS = ("plain", "buckets", "compile")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_common_arguments(parser)
@@ -53,7 +67,21 @@ def parse_args(argv=None):
     parser.add_argument("--dtypes", default=None, help="default: float32,bfloat16 on GPU, float32 on CPU")
     parser.add_argument("--max_seq_len", type=int, default=384)
     parser.add_argument("--doc_stride", type=int, default=128)
+    parser.add_argument("--levers", default=",".join(LEVERS), help=f"comma-separated, of {', '.join(LEVERS)}")
+    parser.add_argument("--bucket", type=int, default=64, help="pad_to_multiple_of of the buckets and compile levers")
+    parser.add_argument(
+        "--compile_backend", default=None, help="torch.compile backend of the compile lever (default: inductor)"
+    )
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
     args = parser.parse_args(argv)
+    args.levers = args.levers.split(",")
+    args.models = args.models.split(",")
+    for name, values, allowed in (("--levers", args.levers, LEVERS), ("--models", args.models, MODELS)):
+        unknown = [v for v in values if v not in allowed]
+        if unknown:
+            parser.error(f"{name}: unknown {unknown}; choose from {', '.join(allowed)}")
+    if "bert" not in args.models:
+        parser.error("--models must include bert: every ratio is against BERT-base")
     args.batch_sizes = [int(v) for v in args.batch_sizes.split(",")]
     if args.dtypes is None:
         args.dtypes = "float32,bfloat16" if args.device.startswith("cuda") else "float32"
@@ -106,16 +134,48 @@ def load_tokenizers(data_dir: Path | None, examples: list[dict]):
     return mamba_tokenizer, mamba_source, bert_tokenizer
 
 
-def build_models(args, device, dtype, mamba_tokenizer, bert_tokenizer):
+def build_models(args, device, dtype, mamba_tokenizer, bert_tokenizer) -> dict:
+    """{name: (model, tokenizer)} for the models of ``--models``, randomly initialised, in eval mode."""
     from transformers import BertForQuestionAnswering
 
     from biomamba_hf import MambaForQuestionAnswering, prepare_tokenizer_for_qa
+    from biomamba_hf.modeling import Mamba2ForQuestionAnswering
 
-    vocab = max(50280, len(mamba_tokenizer) + 2)
-    mamba = common.build(MambaForQuestionAnswering, common.mamba_config(args.size, vocab_size=vocab), device, dtype)
-    prepare_tokenizer_for_qa(mamba_tokenizer, mamba)
+    models = {}
+    if "mamba" in args.models:
+        vocab = max(50280, len(mamba_tokenizer) + 2)
+        model = common.build(
+            MambaForQuestionAnswering, common.mamba_config(args.size, vocab_size=vocab), device, dtype
+        )
+        prepare_tokenizer_for_qa(mamba_tokenizer, model)
+        models[MAMBA] = (model.eval(), mamba_tokenizer)
+    if "mamba2" in args.models:
+        vocab = max(50288, len(mamba_tokenizer) + 2)
+        config = common.mamba2_config(args.size, vocab_size=vocab)
+        model = common.build(Mamba2ForQuestionAnswering, config, device, dtype)
+        prepare_tokenizer_for_qa(mamba_tokenizer, model)
+        models[MAMBA2] = (model.eval(), mamba_tokenizer)
     bert = common.build(BertForQuestionAnswering, common.bert_config(args.size, vocab_size=28996), device, dtype)
-    return {"Mamba QA": (mamba.eval(), mamba_tokenizer), "BERT-base QA": (bert.eval(), bert_tokenizer)}
+    models[BERT] = (bert.eval(), bert_tokenizer)
+    return models
+
+
+def lever_kwargs(lever: str, args) -> dict:
+    """The pipeline arguments of a lever: the same for every model."""
+    if lever == "plain":
+        return {}
+    kwargs = {"pad_to_multiple_of": args.bucket}
+    if lever == "compile":
+        kwargs["compile"] = compile_config(args)
+    return kwargs
+
+
+def compile_config(args):
+    from transformers import CompileConfig
+
+    if args.compile_backend in (None, "inductor"):
+        return CompileConfig()  # inductor, mode="reduce-overhead": CUDA graphs on a GPU
+    return CompileConfig(backend=args.compile_backend, mode=None)
 
 
 def count_windows(pipe, examples, args) -> int:
@@ -132,10 +192,13 @@ def count_windows(pipe, examples, args) -> int:
     return len(features["input_ids"])
 
 
-def time_pipeline(pipe, examples, batch_size, args, device) -> float:
+def time_pipeline(pipe, examples, batch_size, args, device, lever_options) -> float:
+    """Best wall seconds of ``--repeats`` passes over ``examples`` after ``--warmup`` untimed passes over all of
+    them (a compiled forward meets every bucket shape there)."""
     kwargs = {"batch_size": batch_size, "max_seq_len": args.max_seq_len, "doc_stride": args.doc_stride, "top_k": 5}
-    for _ in range(args.warmup):
-        pipe(examples[: max(batch_size, 8)], **kwargs)
+    kwargs.update(lever_options)
+    for _ in range(max(args.warmup, 1)):
+        pipe(examples, **kwargs)
     best = float("inf")
     for _ in range(max(args.repeats, 1)):
         common.synchronize(device)
@@ -148,28 +211,49 @@ def time_pipeline(pipe, examples, batch_size, args, device) -> float:
     return best
 
 
-def time_forward(model, batch, length, vocab, device, args) -> float:
+def time_forward(model, batch, length, vocab, device, args, config=None) -> float:
+    """Median seconds of the bare forward at ``batch`` x ``length``, through torch.compile with ``config``."""
+    from biomamba_hf.qa import compiled_module_calls
+
     ids = torch.randint(5, vocab, (batch, length), generator=torch.Generator().manual_seed(0)).to(device)
     mask = torch.ones_like(ids)
 
     def forward():
-        with torch.inference_mode():
-            return model(input_ids=ids, attention_mask=mask)
+        with torch.inference_mode(), compiled_module_calls(model, config):
+            return model(input_ids=ids, attention_mask=mask).start_logits.sum()
 
-    return common.time_call(forward, device, max(args.repeats, 3), max(args.warmup, 1))
+    return common.time_call(forward, device, max(args.repeats, 3), max(args.warmup, 1) + (2 if config else 0))
+
+
+def graph_breaks() -> tuple[int, list[str]]:
+    """Graph breaks torch.compile recorded since the last reset: their number and the most frequent reasons."""
+    from torch._dynamo.utils import counters
+
+    reasons = counters["graph_break"]
+    return sum(reasons.values()), [f"{n} x {' '.join(reason.split())[:200]}" for reason, n in reasons.most_common(3)]
 
 
 def main(argv=None):
     from transformers import pipeline
 
+    from biomamba_hf.ops import mamba_code_path
+
     args = parse_args(argv)
     device = torch.device(args.device)
-    code_path = common.kernel_status(device, args.allow_fallback)
+    common.kernel_status(device, args.allow_fallback)
+    code_paths = {
+        MAMBA: f"Mamba code path: {mamba_code_path(device, 'mamba')}",
+        MAMBA2: f"Mamba-2 code path: {mamba_code_path(device, 'mamba2')}",
+    }
+    for key in args.models:
+        if key != "bert":
+            print(code_paths[MODELS[key]], file=sys.stderr, flush=True)
     data_dir = common.data_dir_from(args.data_dir)
     examples, all_examples, source = load_examples(data_dir, args.num_questions)
     mamba_tokenizer, mamba_source, bert_tokenizer = load_tokenizers(data_dir, all_examples)
+    names = [MODELS[key] for key in args.models]
 
-    rows, forward_rows, windows = [], [], {}
+    rows, forward_rows, windows, compiled_notes = [], [], {}, {}
     for dtype_name in args.dtypes:
         dtype = getattr(torch, dtype_name)
         models = build_models(args, device, dtype, mamba_tokenizer, bert_tokenizer)
@@ -177,38 +261,77 @@ def main(argv=None):
         for name, (model, tokenizer) in models.items():
             pipe = pipeline("question-answering", model=model, tokenizer=tokenizer, device=device)
             windows[name] = count_windows(pipe, examples, args)
-            for batch_size in args.batch_sizes:
-                seconds = time_pipeline(pipe, examples, batch_size, args, device)
-                results[name, batch_size] = len(examples) / seconds
-                print(
-                    f"  {name} {dtype_name} batch {batch_size}: {results[name, batch_size]:.1f} q/s", file=sys.stderr
-                )
+            for lever in args.levers:
+                if lever == "compile":
+                    torch._dynamo.reset()
+                    torch._dynamo.utils.counters.clear()
+                for batch_size in args.batch_sizes:
+                    seconds = time_pipeline(pipe, examples, batch_size, args, device, lever_kwargs(lever, args))
+                    results[name, lever, batch_size] = len(examples) / seconds
+                    print(
+                        f"  {name} {dtype_name} {lever} batch {batch_size}: "
+                        f"{results[name, lever, batch_size]:.1f} q/s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                if lever == "compile":
+                    count, reasons = graph_breaks()
+                    compiled_notes[name] = f"{name}: {count} graph break(s)" + (
+                        f"; most frequent: {' | '.join(reasons)}" if reasons else ""
+                    )
+                    print(f"  {compiled_notes[name]}", file=sys.stderr, flush=True)
             vocab = model.config.vocab_size
-            forward_rows.append(
-                [name, dtype_name, f"{32 / time_forward(model, 32, args.max_seq_len, vocab, device, args):,.1f}"]
-            )
+            for lever in ("plain", "compile"):
+                if lever not in args.levers:
+                    continue
+                config = compile_config(args) if lever == "compile" else None
+                seconds = time_forward(model, 32, args.max_seq_len, vocab, device, args, config)
+                forward_rows.append([name, dtype_name, lever, 32 / seconds])
         for batch_size in args.batch_sizes:
-            mamba, bert = results["Mamba QA", batch_size], results["BERT-base QA", batch_size]
-            rows.append([dtype_name, batch_size, f"{mamba:,.1f}", f"{bert:,.1f}", f"{mamba / bert:.0%}"])
+            for lever in args.levers:
+                bert = results[BERT, lever, batch_size]
+                row = [dtype_name, batch_size, lever]
+                for name in names:
+                    row.append(f"{results[name, lever, batch_size]:,.1f}")
+                row.extend(f"{results[name, lever, batch_size] / bert:.0%}" for name in names if name != BERT)
+                rows.append(row)
         models = None
         common.free_memory(device)
+    bert_forward = {(r[1], r[2]): r[3] for r in forward_rows if r[0] == BERT}
+    forward_rows = [[*r[:3], f"{r[3]:,.1f}", f"{r[3] / bert_forward[r[1], r[2]]:.0%}"] for r in forward_rows]
 
+    mamba_names = [name for name in names if name != BERT]
     notes = [
-        f"Mamba code path: {code_path}",
+        *(code_paths[name] for name in mamba_names),
         f"inputs: {source}; windows of {args.max_seq_len} tokens, stride {args.doc_stride}, top_k 5",
-        f"windows needed: Mamba {windows['Mamba QA']} ({mamba_source}, layout question_first), "
-        f"BERT {windows['BERT-base QA']} (cased WordPiece, 28,996 tokens, trained on the inputs)",
-        f"shape {args.size}: Mamba hidden {common.MAMBA_SIZES[args.size]['hidden_size']} x "
+        "windows needed: "
+        + ", ".join(f"{name} {windows[name]}" for name in mamba_names)
+        + f" ({mamba_source}, layout question_first); BERT {windows[BERT]} (cased WordPiece, 28,996 tokens, "
+        "trained on the inputs)",
+        f"levers (the same for every model): plain; buckets = pad_to_multiple_of={args.bucket} (right padding, at "
+        f"most {args.max_seq_len}); compile = buckets + torch.compile "
+        f"({args.compile_backend or 'inductor'}, mode={compile_config(args).mode!r})",
+        *(f"compiled: {note}" for note in compiled_notes.values()),
+        f"shape {args.size}: Mamba and Mamba-2 hidden {common.MAMBA_SIZES[args.size]['hidden_size']} x "
         f"{common.MAMBA_SIZES[args.size]['num_hidden_layers']} layers vs BERT hidden "
         f"{common.BERT_SIZES[args.size]['hidden_size']} x {common.BERT_SIZES[args.size]['num_hidden_layers']} layers; "
-        f"random weights; best of {max(args.repeats, 1)} timed passes after {args.warmup} warm-up pass(es)",
+        f"random weights; best of {max(args.repeats, 1)} timed passes after {max(args.warmup, 1)} untimed pass(es) "
+        "over all the questions",
     ]
     header = common.report_header("Table 3: QA pipeline questions/s", device, notes)
     table = common.markdown_table(
-        ["weights", "pipeline batch", "Mamba QA questions/s", "BERT-base QA questions/s", "Mamba / BERT"], rows
+        [
+            "weights",
+            "pipeline batch",
+            "lever",
+            *(f"{name} questions/s" for name in names),
+            *(f"{name} / BERT" for name in mamba_names),
+        ],
+        rows,
     )
     forward = common.markdown_table(
-        ["model", "weights", f"bare forward, sequences/s at 32 x {args.max_seq_len}"], forward_rows
+        ["model", "weights", "lever", f"bare forward, sequences/s at 32 x {args.max_seq_len}", "/ BERT, same lever"],
+        forward_rows,
     )
     common.emit(header + "\n\n" + table + "\n\n" + forward, args.markdown_out)
 

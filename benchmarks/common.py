@@ -302,6 +302,33 @@ def mamba_config(size: str = "130m", vocab_size: int = 50280, **overrides):
     return MambaConfig(**kwargs)
 
 
+def mamba2_config(size: str = "130m", vocab_size: int = 50288, **overrides):
+    """Mamba2-130m's shape (hidden 768, 24 layers, heads of 64 channels, state 128, expand 2, one group, chunks of
+    256, vocab 50288) or a smaller body with the same head size."""
+    from transformers import Mamba2Config
+
+    body = MAMBA_SIZES[size]
+    kwargs = dict(
+        vocab_size=vocab_size,
+        state_size=128,
+        expand=2,
+        head_dim=64,
+        num_heads=2 * body["hidden_size"] // 64,
+        n_groups=1,
+        chunk_size=256,
+        conv_kernel=4,
+        residual_in_fp32=True,
+        tie_word_embeddings=True,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=0,
+        use_cache=False,
+    )
+    kwargs.update(body)
+    kwargs.update(overrides)
+    return Mamba2Config(**kwargs)
+
+
 def gpt2_config(size: str = "130m", n_positions: int = 1024, vocab_size: int = 50257, **overrides):
     """GPT-2 124M (12 layers, 768 hidden, 50257 vocab) with sdpa attention; ``n_positions`` may extend it."""
     from transformers import GPT2Config

@@ -407,6 +407,7 @@ def test_a_compiled_forward_gives_the_same_answers(tokenizer, family):
 
     qa = _random_pipeline(tokenizer, family)
     plain = _answers(qa, LEVER_EXAMPLES)
+    torch._dynamo.reset()  # fresh compile caches: every test's models share nn.Module._call_impl
     graphs = []
     compiled = _answers(qa, LEVER_EXAMPLES, compile=CompileConfig(backend=counting_backend(graphs), mode=None))
     assert graphs, "the forward did not go through torch.compile"
@@ -428,6 +429,7 @@ def test_the_same_levers_serve_bert_style_models(bert_tokenizer):
     qa = pipeline("question-answering", model=BertForQuestionAnswering(config).eval(), tokenizer=bert_tokenizer)
     examples = [{"question": QUESTION, "context": CONTEXT}, {"question": "What is secreted?", "context": FILLER}]
     plain = _answers(qa, examples, batch_size=2)
+    torch._dynamo.reset()  # fresh compile caches: every test's models share nn.Module._call_impl
     graphs = []
     compiled = _answers(qa, examples, compile={"backend": counting_backend(graphs), "mode": None})
     assert graphs

@@ -315,6 +315,7 @@ def test_compiled_module_calls_are_scoped_to_the_block():
 
     model = _tiny_qa_model("bert", 100)
     assert model._compiled_call_impl is None
+    torch._dynamo.reset()  # fresh compile caches: every test's models share nn.Module._call_impl
     graphs = []
 
     def backend(graph_module, example_inputs):
@@ -337,6 +338,7 @@ def test_compiled_module_calls_are_scoped_to_the_block():
 def test_predict_nbest_with_buckets_and_compile_gives_the_same_answers(family, qa_tokenizer, bert_tokenizer, tmp_path):
     """The Trainer path: windows padded to buckets of 16 (and, for BERT, a compiled forward with an eager backend,
     its logits copied per batch) give the plain path's candidates and probabilities."""
+    import torch
     from transformers import Trainer, TrainingArguments
 
     from biomamba_hf.qa import predict_nbest
@@ -360,6 +362,7 @@ def test_predict_nbest_with_buckets_and_compile_gives_the_same_answers(family, q
         "max_answer_length": 5,
     }
     plain = predict_nbest(trainer, rows, tokenizer, **options)
+    torch._dynamo.reset()  # fresh compile caches: every test's models share nn.Module._call_impl
     levers = [{"pad_to_multiple_of": 16}]
     if family == "bert":
         levers.append({"compile": {"backend": "eager", "mode": None}})
