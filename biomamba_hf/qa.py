@@ -359,6 +359,25 @@ def inference_compile_config(compile):
     ``None``/``False``: no compilation. ``True``: ``CompileConfig()`` (inductor, ``mode="reduce-overhead"``: CUDA
     graphs on a GPU). A ``CompileConfig`` or a dict of its fields (``backend``, ``mode``, ``fullgraph``, ``dynamic``,
     ``options``) is used as given: e.g. ``{"backend": "eager"}`` on a CPU to check that a model compiles.
+
+    Where the compiled forward breaks the graph (read from transformers 5.17/5.24 ``modeling_mamba*.py``, mamba-ssm
+    2.3.2.post1 and causal-conv1d 1.7.0; counted with ``torch._dynamo`` on a CPU where marked):
+
+    - transformers 5.x has no ``is_fast_path_available`` check left: ``use_kernel_func_from_hub_with_fallback``
+      picks each function at import and its wrapper only asks ``is_torchdynamo_compiling()`` (traced). The eval
+      forward calls no ``.item()``; ``is_mambapy_available`` and ``is_torch_greater_or_equal`` are ``lru_cache``
+      functions that dynamo traces through with a warning. Mamba-1 on the portable scan: 0 breaks (CPU, counted).
+    - Mamba-1 with the kernels: ``mamba_inner_fn`` runs only in training; ``causal_conv1d_fn`` is a
+      ``torch.library`` custom op in causal-conv1d 1.7 (traced); ``selective_scan_fn`` calls the C++ extension
+      ``selective_scan_cuda.fwd`` inside an ``autograd.Function``: one graph break per layer, so
+      ``mode="reduce-overhead"`` captures the segments between scans as CUDA graphs and launches each scan eagerly.
+      The package's scan dispatcher also asks ``importlib.util.find_spec`` on CUDA tensors (a likely further break).
+    - Mamba-2 with the kernels: ``mamba_chunk_scan_combined`` is an ``autograd.Function`` launching autotuned Triton
+      kernels; whether dynamo traces them is not yet measured. Mamba-2 on the portable SSD: ``biomamba_hf.ops.ssd``'s
+      dispatcher looks its function up with ``globals()``, a break at every call (11 for a 2-layer model, CPU).
+    - BERT-base: 0 breaks (CPU, counted).
+
+    ``benchmarks/bench_qa_pipeline.py`` prints the breaks counted for each model it compiles.
     """
     from transformers import CompileConfig
 
