@@ -223,7 +223,7 @@ class BiomambaTrainer(Trainer):
     * A checkpoint or model save that runs out of disk space stops with :class:`biomamba_hf.reliability.DiskFullError`
       naming the folder, the free space and the complete checkpoint a rerun resumes from.
     * With ``--max_train_seconds`` a :class:`TimeBudgetCallback` stops training once the budget is spent;
-      ``train()``'s metrics then include ``train_stopped_by_time_budget``, ``train_steps`` (optimizer steps of this
+      ``train()``'s metrics then include ``train_stopped_by_time_budget`` (1 or 0), ``train_steps`` (optimizer steps of this
       call) and ``train_time_budget_seconds``.
     """
 
@@ -354,9 +354,9 @@ class TimeBudgetCallback(TrainerCallback):
         return control
 
     def metrics(self, steps: int) -> dict:
-        """``train_stopped_by_time_budget``, ``train_steps`` and the budget, for ``train()``'s metrics."""
+        """``train_stopped_by_time_budget`` (1 or 0), ``train_steps`` and the budget, for ``train()``'s metrics."""
         return {
-            "train_stopped_by_time_budget": self.stopped,
+            "train_stopped_by_time_budget": int(self.stopped),  # 1 or 0: metrics files hold numbers only
             "train_steps": steps,
             "train_time_budget_seconds": self.max_train_seconds,
             "train_time_budget_elapsed_seconds": round(self.elapsed, 3),
