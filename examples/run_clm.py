@@ -170,7 +170,6 @@ class DataTrainingArguments:
             raise ValueError("No data: pass --train_file and/or --validation_file, or --dataset_name.")
         if self.dataset_name is not None and (self.train_file is not None or self.validation_file is not None):
             raise ValueError("Pass either --dataset_name or --train_file/--validation_file, not both.")
-        self.resolve_data_files()
         if self.train_file is not None:
             file_format(self.train_file, "--train_file")
         if self.validation_file is not None:
@@ -185,11 +184,12 @@ class DataTrainingArguments:
             raise ValueError(
                 f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}"
             )
+        self.resolve_data_files()  # last: the cheap checks above hold whatever the data folder
 
     def resolve_data_files(self) -> None:
         """Read relative data files from ``--data_dir`` (default ``$BIOMAMBA_DATA_DIR``), as run_qa and run_pubmedqa
-        do; a relative file that is missing without a data folder gets a message that says where it was looked for."""
-        from biomamba_hf.script_utils import resolve_data_path
+        do; a missing file gets a message that says where it was looked for, with or without a data folder."""
+        from biomamba_hf.script_utils import existing_data_path
 
         if self.data_dir is None:
             self.data_dir = os.environ.get("BIOMAMBA_DATA_DIR") or None
@@ -197,14 +197,8 @@ class DataTrainingArguments:
             raise ValueError(f"--data_dir {self.data_dir} is not a directory (relative data paths are read from it).")
         for name in ("train_file", "validation_file"):
             path = getattr(self, name)
-            if path is None:
-                continue
-            if self.data_dir is None and not os.path.isabs(path) and not os.path.exists(path):
-                raise ValueError(
-                    f"--{name} {path}: no such file in the working directory. Relative data paths are read from "
-                    "--data_dir or $BIOMAMBA_DATA_DIR (both unset): pass the data folder with one of them."
-                )
-            setattr(self, name, str(resolve_data_path(path, self.data_dir)))
+            if path is not None:
+                setattr(self, name, str(existing_data_path(path, self.data_dir, f"--{name}")))
 
 
 def demo_arguments(output_dir: str = "demo_output") -> list[str]:

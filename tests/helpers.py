@@ -115,3 +115,13 @@ def tiny_mamba2_config(vocab_size: int, **overrides):
     )
     kwargs.update(overrides)
     return Mamba2Config(**kwargs)
+
+
+def stand_in_data_dir(tmp_path: Path) -> Path:
+    """A data folder with empty stand-ins for the paths the example configs name, for tests that only parse them."""
+    root = tmp_path / "data"
+    for name in ("pubmed/train.jsonl.gz", "pubmed/dev.jsonl.gz", "pmc_fulltext/train.jsonl.gz"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+    (root / "tokenizers" / "gpt-neox-20b").mkdir(parents=True, exist_ok=True)
+    return root

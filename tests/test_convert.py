@@ -571,10 +571,12 @@ def test_scripts_refuse_a_mamba_ssm_folder_and_name_the_converter(tmp_path, scri
 
     source, _ = write_source(tmp_path / "mamba2-130m", ssm_config("Mamba2"))
     argv = ["--model_name_or_path", str(source), "--output_dir", str(tmp_path / "out"), "--report_to", "none"]
-    if script == "run_qa":  # run_qa checks its test-set files first: the real 4b folder
+    if script in ("run_qa", "run_pubmedqa"):  # they check their data first: the real folders
         from helpers import data_dir
 
-        argv += ["--do_eval", "--test_dirs", str(data_dir() / "bioasq" / "4b")]
+        argv += ["--data_dir", str(data_dir())]
+    if script == "run_qa":
+        argv += ["--do_eval", "--test_dirs", "bioasq/4b"]
     else:
         argv += ["--do_train"]
     if script == "run_clm":

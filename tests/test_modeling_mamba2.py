@@ -289,19 +289,16 @@ def test_prepare_tokenizer_for_qa_resizes_a_full_mamba2_vocabulary(tokenizer):
 @pytest.mark.parametrize("name", ["mamba2_130m_scratch", "mamba2_130m_continued"])
 def test_mamba2_130m_configs_parse_with_run_clm(name, tmp_path):
     """The example configs parse with run_clm's own parser and, from scratch, give the Mamba2-130m shape."""
-    from helpers import ROOT, example_script
+    from helpers import ROOT, example_script, stand_in_data_dir
     from transformers import AutoModelForCausalLM
 
     from biomamba_hf.script_utils import config_from_overrides
 
-    # the data paths of the configs, relative to --data_dir, as empty stand-ins (only parsed here)
-    for relative in ("pubmed/train.jsonl.gz", "pubmed/dev.jsonl.gz", "tokenizers/gpt-neox-20b/tokenizer.json"):
-        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / relative).touch()
+    data = stand_in_data_dir(tmp_path)  # the configs' data paths, only parsed here
     with example_script("run_clm") as run_clm:
         # bf16 needs a GPU: parsed here without it (flags after the file override it, as on the command line)
         model_args, data_args, args = run_clm.parse_args(
-            [str(ROOT / "examples/configs" / f"{name}.yaml"), "--bf16=false", "--data_dir", str(tmp_path)]
+            [str(ROOT / "examples/configs" / f"{name}.yaml"), "--bf16=false", "--data_dir", str(data)]
         )
     assert data_args.block_size == 2048 and args.tokens_per_step == 524288 and args.max_steps == 4800
     assert (args.learning_rate, args.adam_beta2, args.weight_decay, args.max_grad_norm) == (6e-4, 0.95, 0.1, 1.0)

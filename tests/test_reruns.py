@@ -228,7 +228,9 @@ BAD_TRAINING_ARGUMENTS = [
 def _script_command(script: str, clm_dir: Path, out: Path) -> list[str]:
     model = ["--model_name_or_path", str(clm_dir)]
     if script == "run_clm":
-        return [*model, "--train_file", "train.jsonl", "--do_train", "--output_dir", str(out)]
+        train = out.parent / "train.jsonl"  # an existing file: the error is the training argument's
+        train.write_text('{"text": "Aspirin inhibits cyclooxygenase."}\n')
+        return [*model, "--train_file", str(train), "--do_train", "--output_dir", str(out)]
     if script == "run_qa":
         return [*model, "--train_file", "train.json", "--do_train", "--output_dir", str(out)]
     return [*model, "--do_train", "--output_dir", str(out)]

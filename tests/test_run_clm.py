@@ -247,6 +247,8 @@ def test_mambapy_is_switched_on_without_cuda_kernels():
     ],
 )
 def test_argument_errors(run_clm, extra, message, tmp_path):
+    (tmp_path / "t.jsonl").write_text('{"text": "a"}\n')  # an existing file: the error is the one named
+    extra = [str(tmp_path / "t.jsonl") if value == "t.jsonl" else value for value in extra]
     args = ["--output_dir", str(tmp_path / "out"), *extra]
     if "--model_name_or_path" not in extra and "--train_file" in extra and "No model" not in message:
         args += ["--model_type", "mamba"]
@@ -411,12 +413,14 @@ def test_two_processes_match_one_at_equal_global_batch(run_clm, monkeypatch, tmp
 # ---------------------------------------------------------------- configs
 
 
-def test_recipe_config_matches_the_paper(run_clm):
+def test_recipe_config_matches_the_paper(run_clm, tmp_path):
     import yaml
+    from helpers import stand_in_data_dir
     from transformers import HfArgumentParser
 
     recipe = yaml.safe_load((CONFIGS / "biomamba_recipe.yaml").read_text())
     assert recipe.pop("bf16") is True  # bf16 needs a GPU: parsed here without it
+    recipe["data_dir"] = str(stand_in_data_dir(tmp_path))  # its data paths, only parsed here
     parser = HfArgumentParser((run_clm.ModelArguments, run_clm.DataTrainingArguments, CLMTrainingArguments))
     model_args, data_args, args = parser.parse_dict(recipe)
     assert model_args.model_name_or_path == "state-spaces/mamba-130m-hf"
@@ -435,8 +439,11 @@ def test_recipe_config_matches_the_paper(run_clm):
 
 
 @pytest.mark.parametrize("name", ["tiny_cpu.yaml", "tiny_cpu.json"])
-def test_small_configs_parse(run_clm, name):
-    model_args, data_args, args = run_clm.parse_args([str(CONFIGS / name)])
+def test_small_configs_parse(run_clm, name, tmp_path):
+    from helpers import stand_in_data_dir
+
+    data = stand_in_data_dir(tmp_path)  # their data paths, only parsed here
+    model_args, data_args, args = run_clm.parse_args([str(CONFIGS / name), "--data_dir", str(data)])
     assert model_args.model_type == "mamba" and data_args.block_size > 0 and args.do_train
 
 
