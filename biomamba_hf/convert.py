@@ -153,6 +153,21 @@ def is_mamba_ssm_config(config: Any) -> bool:
     return isinstance(config, dict) and "model_type" not in config and {"d_model", "n_layer"} <= set(config)
 
 
+def refuse_mamba_ssm_format(folder: str | os.PathLike, name: str, argument: str | None = None) -> None:
+    """Raise a ``ValueError`` naming the ``biomamba-convert`` command when ``folder/config.json`` is in mamba_ssm's
+    format (e.g. ``state-spaces/mamba2-130m``), which transformers cannot load. ``argument`` names the flag."""
+    from .bioasq.formats import read_json_object
+
+    config_file = Path(folder) / "config.json"
+    if is_mamba_ssm_config(read_json_object(config_file)):
+        given = f"{argument} {name}" if argument else name
+        raise ValueError(
+            f"{given} is a checkpoint in mamba_ssm's own format ({config_file} has d_model / n_layer and no "
+            f"model_type), which transformers cannot load. Convert it once with `biomamba-convert {name} DESTINATION` "
+            "(add `--tokenizer EleutherAI/gpt-neox-20b` when it ships no tokenizer) and load DESTINATION."
+        )
+
+
 def mamba_ssm_config_to_transformers(config: dict, where: str = "config.json") -> tuple[str, dict]:
     """Map a mamba_ssm ``config.json`` dict to ``("mamba" | "mamba2", kwargs for MambaConfig / Mamba2Config)``.
 

@@ -543,6 +543,9 @@ def from_pretrained_safely(model_class, name_or_path: str | os.PathLike, *, allo
         )
     kwargs.pop("use_safetensors", None)
     if Path(name_or_path).is_dir():
+        from .convert import refuse_mamba_ssm_format
+
+        refuse_mamba_ssm_format(name_or_path, str(name_or_path))
         if not allow_pickle:
             _check_local_weights(Path(name_or_path))
         for weights in sorted(Path(name_or_path).glob("*.safetensors")):

@@ -511,7 +511,9 @@ def check_model_source(
                 "as state-spaces/mamba-130m-hf."
             )
         if kind in ("model", "config"):
-            _refuse_mamba_ssm_format(path / "config.json", name, argument)
+            from .convert import refuse_mamba_ssm_format
+
+            refuse_mamba_ssm_format(path, name, argument)
         if kind == "model":
             from .reliability import check_safetensors_file
 
@@ -534,27 +536,15 @@ def check_model_source(
         except ValueError:  # not a valid repository id
             cached = None
         if isinstance(cached, str) and kind in ("model", "config"):
-            _refuse_mamba_ssm_format(Path(cached), name, argument)
+            from .convert import refuse_mamba_ssm_format
+
+            refuse_mamba_ssm_format(Path(cached).parent, name, argument)
         if not isinstance(cached, str):
             raise ValueError(
                 f"{argument} {name}: not a local folder, and HF_HUB_OFFLINE is set while the Hub id {name} is not "
                 "in the cache. Offline use needs a local folder (e.g. one that `save_pretrained` wrote) or a model "
                 "downloaded once before with HF_HUB_OFFLINE unset (then HF_HUB_OFFLINE=1 finds it in the cache)."
             )
-
-
-def _refuse_mamba_ssm_format(config_file: Path, name: str, argument: str) -> None:
-    """Refuse a checkpoint in mamba_ssm's own format (e.g. ``state-spaces/mamba2-130m``), saying how to convert it."""
-    from .bioasq.formats import read_json_object
-    from .convert import is_mamba_ssm_config
-
-    if is_mamba_ssm_config(read_json_object(config_file)):
-        raise ValueError(
-            f"{argument} {name} is a checkpoint in mamba_ssm's own format ({config_file} has d_model / n_layer and "
-            "no model_type), which transformers cannot load. Convert it once with "
-            f"`biomamba-convert {name} DESTINATION` (add `--tokenizer EleutherAI/gpt-neox-20b` when it ships no "
-            "tokenizer) and pass DESTINATION."
-        )
 
 
 def check_model_sources(model_args) -> None:

@@ -598,3 +598,15 @@ def test_a_converted_folder_passes_the_scripts_source_check(tmp_path):
         check_model_sources(SimpleNamespace(model_name_or_path=str(source)))
     destination = convert_mamba_ssm_checkpoint(source, tmp_path / "converted")
     check_model_sources(SimpleNamespace(model_name_or_path=str(destination)))
+
+
+def test_safe_loading_names_the_converter_for_a_mamba_ssm_folder(tmp_path):
+    """from_pretrained_safely (the scripts' and the QA pipeline's model loader) explains the format instead of calling
+    the pickle weights untrusted; transformers' own AutoConfig fails earlier with no way out named."""
+    from transformers import AutoModelForQuestionAnswering
+
+    from biomamba_hf.reliability import from_pretrained_safely
+
+    source, _ = write_source(tmp_path / "mamba2-130m", ssm_config("Mamba2"))
+    with pytest.raises(ValueError, match=r"mamba_ssm's own format .*`biomamba-convert .*mamba2-130m DESTINATION`"):
+        from_pretrained_safely(AutoModelForQuestionAnswering, source)
