@@ -38,6 +38,7 @@ Opt out with ``BIOMAMBA_FAST_SCAN=0`` (the same switch as Mamba-1's fast scan) o
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -521,9 +522,10 @@ def _torch_forward_replacement(original):
 # installing
 
 
+@functools.cache
 def _kernel_binding(original) -> bool:
     """Whether transformers bound one of its ``use_kernel_func_from_hub_with_fallback`` functions to the kernel
-    package (mamba-ssm, causal-conv1d) rather than to its reference."""
+    package (mamba-ssm, causal-conv1d) rather than to its reference (read once per function: it runs every call)."""
     try:
         bound = inspect.getclosurevars(original).nonlocals
     except (TypeError, ValueError):
