@@ -329,6 +329,10 @@ def test_load_golden_warns_about_blank_answers(tmp_path, caplog):
         assert load_golden(path) == {"q1": [[" "]]}
     assert "question 'q1' has no non-blank gold answer" in caplog.text
     assert "only a candidate written exactly so matches it" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="biomamba_hf.bioasq.formats"):
+        assert load_golden(path) == {"q1": [[" "]]}  # the same file read again (references, then question types)
+    assert "no non-blank gold answer" not in caplog.text  # said once
 
 
 @pytest.mark.parametrize(

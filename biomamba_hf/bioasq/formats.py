@@ -261,6 +261,10 @@ def _string_lists(value: Any) -> list[list[str]] | None:
     return None
 
 
+#: (golden file, question id) pairs already warned about as having no non-blank gold answer.
+_WARNED_BLANK: set[tuple[str, str]] = set()
+
+
 def read_golden_questions(path: PathLike, question_types: Iterable[str] | None = ("factoid",)) -> list[dict]:
     """The questions of one BioASQ golden/training JSON file, validated, keeping those of ``question_types``.
 
@@ -301,9 +305,10 @@ def read_golden_questions(path: PathLike, question_types: Iterable[str] | None =
                     f"{path}: question {qid!r} (questions[{i}]): field 'exact_answer' must be a list of synonym "
                     f'lists such as [["Factor Xa", "FXa"]], got {question.get("exact_answer")!r}'
                 )
-            if not any(s.strip() for a in answers for s in a):
+            if not any(s.strip() for a in answers for s in a) and (str(path), qid) not in _WARNED_BLANK:
                 # Real golden files have such questions (4B5 has [[" "]]); they count, and as in the official
-                # evaluator only an identical blank candidate matches them.
+                # evaluator only an identical blank candidate matches them. Said once per file and question.
+                _WARNED_BLANK.add((str(path), qid))
                 logger.warning(
                     "%s: question %r has no non-blank gold answer (exact_answer=%r); it counts, and only a candidate "
                     "written exactly so matches it (as in the official evaluator)",
