@@ -117,6 +117,16 @@ def tiny_mamba2_config(vocab_size: int, **overrides):
     return Mamba2Config(**kwargs)
 
 
+def tiny_bert_qa(vocab_size: int):
+    """A tiny random BertForQuestionAnswering (hidden 32, 2 layers, 2 heads), to test the generic "pair" layout."""
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    config = BertConfig(
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37
+    )
+    return BertForQuestionAnswering(config)
+
+
 def stand_in_data_dir(tmp_path: Path) -> Path:
     """A data folder with empty stand-ins for the paths the example configs name, for tests that only parse them."""
     root = tmp_path / "data"

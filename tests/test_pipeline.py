@@ -3,7 +3,7 @@ import types
 import pytest
 import torch
 import transformers
-from helpers import tiny_config, tiny_mamba2_config
+from helpers import tiny_bert_qa, tiny_config, tiny_mamba2_config
 from packaging.version import Version
 from transformers import AutoTokenizer, Mamba2ForCausalLM, MambaForCausalLM, pipeline
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
@@ -140,16 +140,7 @@ def test_input_forms_and_batching_agree(tokenizer, family):
 
 
 def test_bert_style_models_use_the_pair_layout(bert_tokenizer):
-    from transformers import BertConfig, BertForQuestionAnswering
-
-    config = BertConfig(
-        vocab_size=len(bert_tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-    )
-    qa = pipeline("question-answering", model=BertForQuestionAnswering(config), tokenizer=bert_tokenizer)
+    qa = pipeline("question-answering", model=tiny_bert_qa(len(bert_tokenizer)), tokenizer=bert_tokenizer)
     assert qa.layout == "pair"
     answers = qa(question=QUESTION, context=CONTEXT, top_k=3, max_seq_len=48, doc_stride=16)
     assert answers and all(CONTEXT[a["start"] : a["end"]] == a["answer"] for a in answers)
@@ -416,17 +407,8 @@ def test_a_compiled_forward_gives_the_same_answers(tokenizer, family):
 
 
 def test_the_same_levers_serve_bert_style_models(bert_tokenizer):
-    from transformers import BertConfig, BertForQuestionAnswering
-
-    config = BertConfig(
-        vocab_size=len(bert_tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-    )
     torch.manual_seed(0)
-    qa = pipeline("question-answering", model=BertForQuestionAnswering(config).eval(), tokenizer=bert_tokenizer)
+    qa = pipeline("question-answering", model=tiny_bert_qa(len(bert_tokenizer)).eval(), tokenizer=bert_tokenizer)
     examples = [{"question": QUESTION, "context": CONTEXT}, {"question": "What is secreted?", "context": FILLER}]
     plain = _answers(qa, examples, batch_size=2)
     torch._dynamo.reset()  # fresh compile caches: every test's models share nn.Module._call_impl

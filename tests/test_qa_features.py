@@ -249,18 +249,14 @@ def test_the_null_answer_competes_only_when_asked():
 
 def _tiny_qa_model(family: str, vocab_size: int):
     import torch
-    from helpers import tiny_config, tiny_mamba2_config
-    from transformers import BertConfig, BertForQuestionAnswering
+    from helpers import tiny_bert_qa, tiny_config, tiny_mamba2_config
 
     from biomamba_hf import MambaForQuestionAnswering
     from biomamba_hf.modeling import Mamba2ForQuestionAnswering
 
     torch.manual_seed(0)
     if family == "bert":
-        config = BertConfig(
-            vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37
-        )
-        return BertForQuestionAnswering(config).eval()
+        return tiny_bert_qa(vocab_size).eval()
     qa_class, make_config = {
         "mamba": (MambaForQuestionAnswering, tiny_config),
         "mamba2": (Mamba2ForQuestionAnswering, tiny_mamba2_config),
