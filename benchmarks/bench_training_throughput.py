@@ -271,32 +271,19 @@ def single_device_table(args, device, code_path) -> str:
             model = build_model(family, args, device, extra)
             params = common.count_parameters(model)
             vocab = model.config.vocab_size
-            if timing == "trainer":
-                tps, peak = time_trainer(
-                    model,
-                    device,
-                    micro_batch,
-                    args.seq_len,
-                    args.steps,
-                    args.warmup,
-                    autocast,
-                    vocab,
-                    chunked,
-                    args.chunk_size,
-                )
-            else:
-                tps, peak = time_loop(
-                    model,
-                    device,
-                    micro_batch,
-                    args.seq_len,
-                    args.steps,
-                    args.warmup,
-                    autocast,
-                    vocab,
-                    chunked=chunked,
-                    chunk_size=args.chunk_size,
-                )
+            timer = time_trainer if timing == "trainer" else time_loop
+            tps, peak = timer(
+                model,
+                device,
+                micro_batch,
+                args.seq_len,
+                args.steps,
+                args.warmup,
+                autocast,
+                vocab,
+                chunked=chunked,
+                chunk_size=args.chunk_size,
+            )
         except Exception as error:  # an OOM or a failing compile is a result too
             reason = "OOM" if common.is_oom(error) else f"failed: {type(error).__name__}: {str(error)[:80]}"
             rows.append([label, micro_batch, reason, "", "", "", ""])

@@ -89,21 +89,11 @@ CASES = {
         "pad_vocab_size_multiple": 16,
         "tie_embeddings": False,
     },
-    # With transformers releases whose Mamba2 gated norm ignores n_groups (5.17), the conversion must refuse this.
-    "mamba2-groups": {
-        "d_model": 128,
-        "d_intermediate": 0,
-        "n_layer": 2,
-        "vocab_size": 999,
-        "ssm_cfg": {"layer": "Mamba2", "d_state": 32, "headdim": 32, "ngroups": 2, "chunk_size": 32},
-        "attn_layer_idx": [],
-        "attn_cfg": {},
-        "rms_norm": True,
-        "residual_in_fp32": False,
-        "fused_add_norm": False,
-        "pad_vocab_size_multiple": 16,
-        "tie_embeddings": False,
-    },
+}
+# With transformers releases whose Mamba2 gated norm ignores n_groups (5.17), the conversion must refuse this.
+CASES["mamba2-groups"] = {
+    **CASES["mamba2-untied-bias-unfused"],
+    "ssm_cfg": {"layer": "Mamba2", "d_state": 32, "headdim": 32, "ngroups": 2, "chunk_size": 32},
 }
 
 
