@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .bioasq.formats import read_json
+from .script_utils import hub_offline
 
 logger = logging.getLogger(__name__)
 
@@ -448,10 +449,6 @@ def transformers_mamba2_norm_is_grouped() -> bool:
     return "group_size" in inspect.signature(modeling_mamba2.MambaRMSNormGated.__init__).parameters
 
 
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
-
-
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -466,7 +463,7 @@ def _resolve_source(source: str | os.PathLike, revision: str | None) -> Path:
         raise ConversionError(f"{text}: no such folder (and not a Hub id of the form 'owner/name')")
     from huggingface_hub import snapshot_download
 
-    offline = _hub_offline()
+    offline = hub_offline()
     try:
         return Path(
             snapshot_download(text, revision=revision, allow_patterns=_SOURCE_PATTERNS, local_files_only=offline)
@@ -494,7 +491,7 @@ def _load_tokenizer(tokenizer: Any, folder: Path):
     if not isinstance(tokenizer, (str, os.PathLike)):
         return tokenizer
     try:
-        return AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=_hub_offline())
+        return AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=hub_offline())
     except Exception as err:
         raise ConversionError(
             f"tokenizer {str(tokenizer)!r} cannot be loaded ({type(err).__name__}: {err}); pass a local tokenizer "
