@@ -309,6 +309,9 @@ def count_calls(monkeypatch, name):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(ssd, name, counted)
+    for attribute, portable in ssd._PORTABLE.items():  # what the dispatchers call
+        if portable is original:
+            monkeypatch.setitem(ssd._PORTABLE, attribute, counted)
     return calls
 
 

@@ -38,7 +38,6 @@ Opt out with ``BIOMAMBA_FAST_SCAN=0`` (the same switch as Mamba-1's fast scan) o
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import os
@@ -522,10 +521,9 @@ def _torch_forward_replacement(original):
 # installing
 
 
-@functools.cache
 def _kernel_binding(original) -> bool:
     """Whether transformers bound one of its ``use_kernel_func_from_hub_with_fallback`` functions to the kernel
-    package (mamba-ssm, causal-conv1d) rather than to its reference (read once per function: it runs every call)."""
+    package (mamba-ssm, causal-conv1d) rather than to its reference."""
     try:
         bound = inspect.getclosurevars(original).nonlocals
     except (TypeError, ValueError):
@@ -536,27 +534,29 @@ def _kernel_binding(original) -> bool:
     return not getattr(original, "__module__", "").startswith("transformers.")
 
 
-def _dispatcher(attribute: str, portable: str):
+# What the dispatchers call instead of transformers' function (module-level, so tests can swap an entry).
+_PORTABLE = {_CHUNK_SCAN_ATTRIBUTE: mamba2_chunk_scan, _CONV_ATTRIBUTE: causal_conv1d}
+# Per replaced attribute: whether its original is the kernel package's (read once, at install).
+_kernel_bound: dict[str, bool] = {}
+
+
+def _dispatcher(attribute: str):
     """A stand-in for transformers' module-level ``attribute``: the original where it is the kernel package's
-    function and the tensors are on CUDA, and for packed sequences (``seq_idx``/``cu_seqlens``); else the function
-    named ``portable`` in this module."""
+    function and the tensors are on CUDA, and for packed sequences (``seq_idx``/``cu_seqlens``); else
+    ``_PORTABLE[attribute]``."""
 
     def dispatch(*args, **kwargs):
-        original = _installed[attribute]
         hidden_states = args[0] if args else kwargs["hidden_states"]
         packed = kwargs.get("seq_idx") is not None or kwargs.get("cu_seqlens") is not None
-        if packed or (hidden_states.device.type == "cuda" and _kernel_binding(original)):
-            return original(*args, **kwargs)
-        return globals()[portable](*args, **kwargs)
+        if packed or (hidden_states.device.type == "cuda" and _kernel_bound[attribute]):
+            return _installed[attribute](*args, **kwargs)
+        return _PORTABLE[attribute](*args, **kwargs)
 
     dispatch.__name__ = dispatch.__qualname__ = f"biomamba_{attribute}"
     return dispatch
 
 
-_DISPATCHERS = {
-    _CHUNK_SCAN_ATTRIBUTE: _dispatcher(_CHUNK_SCAN_ATTRIBUTE, "mamba2_chunk_scan"),
-    _CONV_ATTRIBUTE: _dispatcher(_CONV_ATTRIBUTE, "causal_conv1d"),
-}
+_DISPATCHERS = {attribute: _dispatcher(attribute) for attribute in _PORTABLE}
 
 
 def _log_path_once() -> None:
@@ -588,6 +588,7 @@ def install_mamba2_fast_path() -> bool:
             original = getattr(modeling_mamba2, attribute, None)
             if callable(original):
                 _installed[attribute] = original
+                _kernel_bound[attribute] = _kernel_binding(original)
                 setattr(modeling_mamba2, attribute, dispatch)
     elif callable(getattr(mixer, _TORCH_FORWARD_ATTRIBUTE, None)):
         _installed[_TORCH_FORWARD_ATTRIBUTE] = mixer.torch_forward
@@ -618,6 +619,7 @@ def uninstall_mamba2_fast_path() -> None:
         else:
             setattr(modeling_mamba2, attribute, original)
         del _installed[attribute]
+    _kernel_bound.clear()
     _logged = False
 
 
