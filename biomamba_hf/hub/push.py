@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..bioasq.formats import write_json
 from ..reliability import PICKLE_WEIGHT_SUFFIXES, format_bytes
 from .card import (
     CARD_FILE,
@@ -228,13 +228,11 @@ def _check_write_access(whoami: Mapping[str, Any], repo_id: str) -> None:
 def _stage(plan: UploadPlan, folder: Path, card_kwargs: Mapping[str, Any], pretraining_dir) -> None:
     for path_in_repo, source in plan.files.items():
         target = folder / path_in_repo
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
         if path_in_repo.endswith(RUN_ARGS_FILE):  # older runs may hold a token: redact on the way out
-            target.write_text(
-                json.dumps(redact_secrets(read_recorded_json(source, dict)), indent=2, sort_keys=True) + "\n",
-                encoding="utf-8",
-            )
+            write_json(target, redact_secrets(read_recorded_json(source, dict)), ensure_ascii=True, sort_keys=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
     # The card reads the staged copies, so it describes exactly what is uploaded.
     staged_pretraining = None
     if pretraining_dir is not None:  # a separate run's files are under pretraining/; else it is the model's own run
