@@ -1,0 +1,24 @@
+"""README claims that no other test exercised."""
+
+import pytest
+from helpers import example_script
+
+FAKE_TOKEN = "hf_readmeClaimFakeToken0123456789"
+
+
+@pytest.mark.parametrize("script", ["run_qa", "run_pubmedqa"])
+def test_the_fine_tuning_scripts_refuse_hub_token_too(script, tmp_path):
+    """README: "the training scripts refuse `--hub_token`" (run_clm's case is in test_security.py)."""
+    with example_script(script) as module:
+        with pytest.raises(ValueError, match=r"--hub_token would be saved in training_args.bin.*HF_TOKEN"):
+            module.parse_args(
+                [
+                    "--model_name_or_path",
+                    "some/model",
+                    "--output_dir",
+                    str(tmp_path / "out"),
+                    "--hub_token",
+                    FAKE_TOKEN,
+                ]
+            )
+    assert not (tmp_path / "out").exists()
