@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import tiny_config, train_test_tokenizer
+from helpers import example_script, tiny_config, train_test_tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +60,10 @@ def mamba2_clm_dir(tmp_path_factory, tokenizer_dir):
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def run_clm():
+    """``examples/run_clm.py`` imported as a module (its ``main(argv)`` runs a training), once per test module."""
+    with example_script("run_clm") as module:
+        yield module

@@ -97,12 +97,6 @@ def test_predictions_for_unknown_question_ids_are_reported(tmp_path, capsys):
 # ---------------------------------------------------------------- run_clm.py: bad corpora, configs, tokenizers
 
 
-@pytest.fixture(scope="module")
-def run_clm():
-    with example_script("run_clm") as module:
-        yield module
-
-
 @pytest.fixture
 def no_training(monkeypatch):
     """Fail the test if training starts: every error below must come first."""

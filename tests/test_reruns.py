@@ -26,12 +26,6 @@ from biomamba_hf.script_utils import (
 
 
 @pytest.fixture(scope="module")
-def run_clm():
-    with example_script("run_clm") as module:
-        yield module
-
-
-@pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     path = tmp_path_factory.mktemp("rerun_corpus") / "train.jsonl"
     path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(SENTENCES * 3)))

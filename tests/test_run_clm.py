@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import SENTENCES, data_dir, example_script, record_compiled_modules
+from helpers import SENTENCES, data_dir, record_compiled_modules
 
 from biomamba_hf import script_utils
 from biomamba_hf.script_utils import (
@@ -26,12 +26,6 @@ from biomamba_hf.trainer import CLMTrainingArguments, token_nll_sums
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "run_clm.py"
 CONFIGS = ROOT / "examples" / "configs"
-
-
-@pytest.fixture(scope="module")
-def run_clm():
-    with example_script("run_clm") as module:
-        yield module
 
 
 def run(run_clm, monkeypatch, args):

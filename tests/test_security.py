@@ -143,12 +143,6 @@ def test_run_clm_refuses_a_pickle_only_starting_checkpoint(run_clm, weight_folde
 
 
 @pytest.fixture(scope="module")
-def run_clm():
-    with example_script("run_clm") as module:
-        yield module
-
-
-@pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     path = tmp_path_factory.mktemp("corpus") / "train.jsonl.gz"
     with gzip.open(path, "wt") as f:
