@@ -17,7 +17,8 @@ Rows (all at ``--seq_len``):
   recipe        bf16 autocast + chunked CE + micro-batch 16 (the recipe's per-device batch)
   recipe+compile, recipe bf16 weights (no autocast, bf16 parameters and optimizer state), recipe+liger (if installed)
   recipe+liger+compile  liger-kernel's fused linear CE and ``torch.compile`` of the norms together
-  GPT-2         124M, sdpa, bf16 autocast, batch 8; and with the chunked CE at batch 16
+  GPT-2         124M, sdpa, bf16 autocast, batch 8; and with the chunked CE at batch 16; and with liger-kernel's fused
+                linear CE at batch 16 (the peer of recipe+liger; compile of the norms applies to Mamba blocks only)
 
     python benchmarks/bench_training_throughput.py                                   # GPU, 130m shapes
     python benchmarks/bench_training_throughput.py --device cpu --size small --seq_len 256 --micro_batch 2
@@ -52,7 +53,7 @@ def parse_args(argv=None):
         "--rows",
         default="all",
         help="comma-separated subset of: stock,bf16,chunked,recipe,compile,bf16_weights,liger,liger_compile,gpt2,"
-        "gpt2_chunked,trainer (default all)",
+        "gpt2_chunked,gpt2_liger,trainer (default all)",
     )
     parser.add_argument("--ddp_only", action="store_true", help="under torchrun: only the DDP scaling table")
     args = parser.parse_args(argv)
@@ -214,6 +215,7 @@ def row_specs(args):
         ),
         "gpt2": (f"{gpt2} sdpa, bf16 autocast", "gpt2", b, True, None, None, "loop"),
         "gpt2_chunked": (f"{gpt2} + chunked CE, batch {rb}", "gpt2", rb, True, "torch", None, "loop"),
+        "gpt2_liger": (f"{gpt2} + liger-kernel fused linear CE, batch {rb}", "gpt2", rb, True, "liger", None, "loop"),
         "trainer_stock": ("Mamba stock, via Trainer.train", "mamba", b, False, None, None, "trainer"),
         "trainer_recipe": ("Mamba recipe, via Trainer.train", "mamba", rb, True, "torch", None, "trainer"),
         "trainer_liger_compile": (
