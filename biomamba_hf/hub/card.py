@@ -782,6 +782,7 @@ def render_model_card(
     install_command: str | None = DEFAULT_INSTALL_COMMAND,
     plot_file: str | None = None,
     template_path: str | os.PathLike | None = None,
+    _runs: Mapping[str, RunRecord] | None = None,
 ):
     """Render the card of the checkpoint in ``model_dir`` as a ``huggingface_hub.ModelCard`` (nothing is written).
 
@@ -793,17 +794,20 @@ def render_model_card(
     name beside the card to show as the training-curve figure. ``base_model`` defaults to the Hub id the earliest
     recorded run started from (``run_args.json``); a run started from scratch or from a local folder, or with no
     recorded arguments, gets none and the card says which. ``install_command`` replaces the default instruction,
-    which says that biomamba_hf is not on PyPI and installs it from a source checkout.
+    which says that biomamba_hf is not on PyPI and installs it from a source checkout. ``_runs`` (for
+    :func:`save_model_card`) are the runs of those folders already read, so that they are not read again.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     model_dir = Path(model_dir)
     config = read_config(model_dir)
     architecture = (config.get("architectures") or [None])[0]
-    stage_dirs = resolve_stage_dirs(
-        model_dir, pretraining_dir=pretraining_dir, qa_dir=qa_dir, classification_dir=classification_dir
-    )
-    runs = {name: load_run(d) for name, d in stage_dirs.items()}
+    runs = _runs
+    if runs is None:
+        stage_dirs = resolve_stage_dirs(
+            model_dir, pretraining_dir=pretraining_dir, qa_dir=qa_dir, classification_dir=classification_dir
+        )
+        runs = {name: load_run(d) for name, d in stage_dirs.items()}
     if base_model is None:
         base_model, base_model_note = _recorded_base_model(runs.values())
     else:
@@ -986,17 +990,16 @@ def save_model_card(
         for stage in ("qa", "classification"):
             if stage in stage_dirs and stage_dirs[stage].resolve() != stage_dirs["pretraining"].resolve():
                 check_descent(stage_dirs[stage], stage_dirs["pretraining"])
+    recorded = {name: load_run(d) for name, d in stage_dirs.items()}
     plot_file = None
     if plot:
-        recorded = {name: load_run(d) for name, d in stage_dirs.items()}
         histories = {_stage_title(name, run): run.log_history for name, run in recorded.items()}
         perplexity_stages = [_stage_title("pretraining", recorded["pretraining"])] if "pretraining" in recorded else []
         written = plot_training_curves(histories, output_dir / PLOT_FILE, perplexity_stages=perplexity_stages)
         plot_file = written.name if written else None
         if written is None and (output_dir / PLOT_FILE).exists():
             (output_dir / PLOT_FILE).unlink()  # a stale plot of an earlier run must not be shown
-    card = render_model_card(output_dir, plot_file=plot_file, **{f"{k}_dir": v for k, v in stage_dirs.items()},
-                             **card_kwargs)  # fmt: skip
+    card = render_model_card(output_dir, plot_file=plot_file, _runs=recorded, **card_kwargs)
     card_path = output_dir / CARD_FILE
     card.save(card_path)
     return card_path
