@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     if args.output_json:
-        output = {"predictions": str(args.predictions), "golden": [str(p) for p in _golden_files(args.golden)]}
+        output = {"predictions": str(args.predictions), "golden": [str(p) for p in golden_files]}
         output.update(result)
         if args.per_question:
             output["questions"] = {
