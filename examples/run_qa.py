@@ -269,13 +269,9 @@ def load_model_and_tokenizer(model_args, device):
 
 def is_local_clm_run(path: str) -> bool:
     """Whether ``path`` is an examples/run_clm.py output folder (a causal-LM checkpoint with recorded results)."""
-    import json
+    from biomamba_hf.hub import card_kwargs_for_start
 
-    folder = Path(path)
-    if not (folder / "config.json").is_file() or not (folder / "all_results.json").is_file():
-        return False
-    architectures = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("architectures") or []
-    return any(name.endswith("ForCausalLM") for name in architectures)
+    return "pretraining_dir" in card_kwargs_for_start(path)
 
 
 @releases_output_dir_locks
@@ -485,13 +481,8 @@ def main(argv: list[str] | None = None) -> dict:
     if training_args.do_train and trainer.is_world_process_zero():
         from biomamba_hf import hub
 
-        card_kwargs = {}
-        start = model_args.model_name_or_path
-        if start and is_local_clm_run(start):
-            card_kwargs["pretraining_dir"] = start  # a local run_clm output: its metrics go on the card too
-            card_kwargs["qa_dir"] = training_args.output_dir
-        elif start and not Path(start).exists():
-            card_kwargs["base_model"] = start
+        # A local run_clm output start becomes pretraining_dir (its metrics go on the card too), a Hub id base_model.
+        card_kwargs = hub.card_kwargs_for_start(model_args.model_name_or_path)
         hub.attach_model_card(trainer, **card_kwargs)  # Trainer's card is the biomamba card, pushed or not
         if training_args.push_to_hub:
             trainer.push_to_hub()
