@@ -49,6 +49,11 @@ def _selective_scan_kernel_available() -> bool:
     return importlib.util.find_spec("selective_scan_cuda") is not None
 
 
+def fast_scan_opted_out() -> bool:
+    """Whether ``BIOMAMBA_FAST_SCAN`` is ``0``/``false``/``no``/``off`` (both portable paths stay off)."""
+    return os.environ.get(FAST_SCAN_ENV, "1").strip().lower() in {"0", "false", "no", "off"}
+
+
 def fast_scan_active() -> bool:
     """True while transformers' Mamba calls the package's fast selective scan."""
     return selective_scan_patched_with(_dispatch_selective_scan)
@@ -186,7 +191,7 @@ def enable_fast_scan() -> bool:
     Mamba-2's reference path through the portable SSD (:mod:`.ssd`; a warning where this transformers has no hook
     point for it); the returned value is about Mamba's scan.
     """
-    if os.environ.get(FAST_SCAN_ENV, "1").strip().lower() in {"0", "false", "no", "off"}:
+    if fast_scan_opted_out():
         return fast_scan_active()
     _filter_fallback_warnings()
     try:

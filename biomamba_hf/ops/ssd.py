@@ -40,12 +40,11 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 
 import torch
 import torch.nn.functional as F
 
-from . import FAST_SCAN_ENV  # the same switch as Mamba-1's fast scan
+from . import FAST_SCAN_ENV, fast_scan_opted_out  # the same switch as Mamba-1's fast scan
 
 __all__ = [
     "MAMBA2_FAST_PATH_NAME",
@@ -566,10 +565,6 @@ def _log_path_once() -> None:
         logger.info("Mamba-2 code path: %s", MAMBA2_FAST_PATH_NAME)
 
 
-def _opted_out() -> bool:
-    return os.environ.get(FAST_SCAN_ENV, "1").strip().lower() in {"0", "false", "no", "off"}
-
-
 def install_mamba2_fast_path() -> bool:
     """Route transformers' Mamba-2 reference path through the portable one; returns whether it is active.
 
@@ -578,7 +573,7 @@ def install_mamba2_fast_path() -> bool:
     (``mamba2_chunk_scan`` nor ``Mamba2Mixer.torch_forward``), so an upstream refactor fails loudly instead of
     silently losing the path.
     """
-    if _opted_out() or _installed:
+    if fast_scan_opted_out() or _installed:
         return mamba2_fast_path_active()
     from transformers.models.mamba2 import modeling_mamba2
 
