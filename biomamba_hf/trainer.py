@@ -78,7 +78,7 @@ class BiomambaTrainingArguments(TrainingArguments):
                 "Stop training once this many seconds of wall time have passed since the end of the first optimizer "
                 "step (start-up such as CUDA initialisation and torch.compile is not counted), then save and evaluate "
                 "as at the end of a run; train_stopped_by_time_budget and train_steps are recorded in the metrics. "
-                "--max_steps (or the epochs) must still be given: the learning-rate schedule is planned for them, so "
+                "A positive --max_steps is required with it: the learning-rate schedule is planned for those steps, so "
                 "pick max_steps near budget x steps/s for the schedule to end near the budget "
                 "(benchmarks/bench_equal_compute.py measures steps/s per model for that). Counted per train() call: "
                 "a resumed run gets the whole budget again."
