@@ -419,14 +419,17 @@ class CausalLMTrainer(BiomambaTrainer):
         from .speed import causal_lm_loss
 
         scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
-        loss = causal_lm_loss(
-            self.accelerator.unwrap_model(model),
-            inputs,
-            wrapped=model,
-            num_items_in_batch=num_items_in_batch if scaled else None,
-            chunk_size=self.loss_chunk_size,
-            implementation=self.loss_implementation,
-        )
+        # accelerate applies --bf16/--fp16 autocast to the model's forward only; the head's matmul must run under it
+        # too (as nn.Linear does inside the forward), else the (tokens x vocab) products run in float32.
+        with self.accelerator.autocast():
+            loss = causal_lm_loss(
+                self.accelerator.unwrap_model(model),
+                inputs,
+                wrapped=model,
+                num_items_in_batch=num_items_in_batch if scaled else None,
+                chunk_size=self.loss_chunk_size,
+                implementation=self.loss_implementation,
+            )
         if scaled and self.args.average_tokens_across_devices:
             loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss (no tensor parallelism here)
         return loss

@@ -306,3 +306,32 @@ def test_liger_matches_torch_on_cuda():
     torch_ = _loss_and_grads(chunked_linear_cross_entropy, hidden, weight, labels, implementation="torch")
     for a, b in zip(liger, torch_):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_trainer_runs_the_chunked_head_under_the_mixed_precision_autocast(tmp_path, monkeypatch):
+    """With --bf16 the head's matmul of the chunked loss runs in bfloat16, as nn.Linear does in the model's forward
+    (accelerate's autocast wraps the forward only; outside it the products ran in float32)."""
+    from biomamba_hf.trainer import CausalLMTrainer, CLMTrainingArguments
+
+    dtypes = []
+    original = speed._ChunkedLinearCrossEntropy.apply
+    monkeypatch.setattr(speed._ChunkedLinearCrossEntropy, "apply", lambda *a: dtypes.append(a[-1]) or original(*a))
+
+    def train(bf16: bool):
+        args = CLMTrainingArguments(
+            output_dir=str(tmp_path / f"bf16_{bf16}"),
+            loss_chunk_size=8,
+            per_device_train_batch_size=2,
+            max_steps=1,
+            bf16=bf16,
+            report_to="none",
+            save_strategy="no",
+            use_cpu=True,
+            dataloader_num_workers=0,
+        )
+        CausalLMTrainer(model=_mamba(seed=0), args=args, train_dataset=_clm_rows()[:2]).train()
+
+    train(bf16=True)
+    assert dtypes == [torch.bfloat16]
+    train(bf16=False)
+    assert dtypes == [torch.bfloat16, torch.float32]
