@@ -4,6 +4,7 @@ Details: docs/modules.md.
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -190,6 +191,13 @@ def chunked_linear_cross_entropy(
     return loss_sum / denominator
 
 
+@functools.cache
+def _forward_takes_logits_to_keep(model_class: type) -> bool:
+    """Whether ``model_class.forward`` takes ``logits_to_keep``: read once per class (``inspect.signature`` is slow,
+    and :func:`causal_lm_loss` checks its model at every training step)."""
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
+
+
 def check_chunked_loss_model(model) -> None:
     """Raise ``ValueError`` unless :func:`causal_lm_loss` can compute the training loss of ``model``: a causal LM
     with a bias-free linear output layer, a base model (``base_model_prefix``) and a ``logits_to_keep`` argument."""
@@ -200,7 +208,7 @@ def check_chunked_loss_model(model) -> None:
             f"{type(model).__name__} is not a causal LM with a bias-free linear output layer and a base model "
             "(e.g. MambaForCausalLM, GPT2LMHeadModel): the chunked cross-entropy cannot replace its loss."
         )
-    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
+    if not _forward_takes_logits_to_keep(type(model)):
         raise ValueError(
             f"{type(model).__name__}.forward has no logits_to_keep argument, so its forward would build the full "
             "logits the chunked cross-entropy avoids; train it without --loss_chunk_size."
@@ -226,7 +234,7 @@ def causal_lm_loss(
     Raises:
         ValueError: see :func:`check_chunked_loss_model`; for a batch without ``labels``.
     """
-    check_chunked_loss_model(model)
+    check_chunked_loss_model(model)  # at every step: its forward's signature is read once per model class
     inputs = dict(inputs)
     labels = inputs.pop("labels", None)
     if labels is None:

@@ -335,3 +335,39 @@ def test_trainer_runs_the_chunked_head_under_the_mixed_precision_autocast(tmp_pa
     assert dtypes == [torch.bfloat16]
     train(bf16=False)
     assert dtypes == [torch.bfloat16, torch.float32]
+
+
+def test_chunked_loss_check_reads_the_forward_signature_once_per_class(monkeypatch):
+    """causal_lm_loss checks its model at every step: the costly part (the forward's signature) is read once per
+    model class, and a class whose forward has no logits_to_keep is still refused at every call."""
+    from transformers import MambaForCausalLM
+
+    class NoLogitsToKeep(MambaForCausalLM):
+        def forward(self, input_ids=None, labels=None, **kwargs):
+            return super().forward(input_ids=input_ids, labels=labels, **kwargs)
+
+    class Plain(MambaForCausalLM):
+        pass
+
+    reads = []
+    original = speed.inspect.signature
+
+    def signature(f, *args, **kwargs):
+        if f in (NoLogitsToKeep.forward, Plain.forward):
+            reads.append(f)
+        return original(f, *args, **kwargs)
+
+    monkeypatch.setattr(speed.inspect, "signature", signature)
+    model = NoLogitsToKeep(tiny_config(vocab_size=VOCAB))
+    for _ in range(3):
+        with pytest.raises(ValueError, match=r"NoLogitsToKeep.forward has no logits_to_keep argument"):
+            check_chunked_loss_model(model)
+    batch = {"input_ids": torch.randint(0, VOCAB, (1, 6)), "labels": torch.randint(0, VOCAB, (1, 6))}
+    with pytest.raises(ValueError, match=r"NoLogitsToKeep.forward has no logits_to_keep argument"):
+        causal_lm_loss(model, batch)
+    assert reads == [NoLogitsToKeep.forward]
+
+    model = Plain(tiny_config(vocab_size=VOCAB))
+    for _ in range(3):
+        causal_lm_loss(model, batch, chunk_size=4)
+    assert reads == [NoLogitsToKeep.forward, Plain.forward]
