@@ -830,10 +830,25 @@ def check_recorded_arguments(training_args: TrainingArguments, *arguments, resum
 
 @dataclass
 class RunStart:
-    """What :func:`start_run` found: the checkpoint to resume from, and whether to record the run's arguments."""
+    """What :func:`start_run` found: the checkpoint to resume from, and whether to record the run's arguments;
+    :meth:`save_arguments` records them."""
 
     checkpoint: str | None
     record_arguments: bool
+    training_args: TrainingArguments = field(repr=False)
+    #: Every argument dataclass, ``training_args`` last, in the order ``run_args.json`` merges them.
+    arguments: tuple = field(repr=False)
+
+    def save_arguments(self) -> Path | None:
+        """Write ``run_args.json`` (:func:`biomamba_hf.hub.save_run_arguments`) of a training run, from the process
+        that saves, unless :func:`check_recorded_arguments` found the record already says what runs. Scripts call it
+        once their inputs are valid (data read, model loaded), before training; returns the file written, if any."""
+        args = self.training_args
+        if not (args.do_train and args.should_save and self.record_arguments):
+            return None
+        from .hub import save_run_arguments
+
+        return save_run_arguments(args.output_dir, *self.arguments)
 
 
 def start_run(training_args: TrainingArguments, model_args=None, *arguments) -> RunStart:
@@ -844,11 +859,13 @@ def start_run(training_args: TrainingArguments, model_args=None, *arguments) -> 
     only); the checkpoint to resume from (:func:`check_output_dir`); the recorded arguments
     (:func:`check_recorded_arguments`). The lock is released when one of these fails, else when ``main`` ends
     (:func:`releases_output_dir_locks`). Training arguments were checked when they were parsed
-    (:func:`check_training_arguments`).
+    (:func:`check_training_arguments`). ``run_args.json`` is written later, by :meth:`RunStart.save_arguments`, with
+    the arguments compared here (``model_args``, ``arguments``, ``training_args``, in that order).
     """
     from .reliability import preflight
 
     preflight(training_args)
+    all_arguments = (*(a for a in (model_args, *arguments) if a is not None), training_args)
     locked = training_args.process_index == 0
     if locked:
         acquire_output_dir_lock(training_args.output_dir)
@@ -856,12 +873,9 @@ def start_run(training_args: TrainingArguments, model_args=None, *arguments) -> 
         checkpoint = check_output_dir(training_args)
         record = True
         if training_args.do_train:
-            all_arguments = [a for a in (model_args, *arguments) if a is not None]
-            record = check_recorded_arguments(
-                training_args, *all_arguments, training_args, resuming=checkpoint is not None
-            )
+            record = check_recorded_arguments(training_args, *all_arguments, resuming=checkpoint is not None)
     except BaseException:
         if locked:
             release_output_dir_lock(training_args.output_dir)
         raise
-    return RunStart(checkpoint, record)
+    return RunStart(checkpoint, record, training_args, all_arguments)

@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import default_data_collator, set_seed
 
     from biomamba_hf.data.clm import load_text_datasets, pack_dataset
-    from biomamba_hf.hub import attach_model_card, save_run_arguments
+    from biomamba_hf.hub import attach_model_card
     from biomamba_hf.ops import code_path_label
     from biomamba_hf.reliability import preflight, reliability_callbacks
     from biomamba_hf.script_utils import (
@@ -500,8 +500,7 @@ def main(argv: list[str] | None = None) -> dict:
         for line in summary:
             logger.info("run: %s", line)
 
-    if training_args.do_train and training_args.should_save and run.record_arguments:  # inputs are valid
-        save_run_arguments(training_args.output_dir, model_args, data_args, training_args)
+    run.save_arguments()  # run_args.json, now that the inputs are valid
     throughput = ThroughputCallback(step_tokens)
     trainer = CausalLMTrainer(
         model=model,

@@ -362,10 +362,7 @@ def main(argv: list[str] | None = None) -> dict:
             )
         logger.info("%d training examples -> %d windows", len(examples), len(train_dataset))
 
-    if training_args.do_train and training_args.should_save and run.record_arguments:  # inputs are valid
-        from biomamba_hf import hub
-
-        hub.save_run_arguments(training_args.output_dir, model_args, data_args, training_args)
+    run.save_arguments()  # run_args.json, now that the inputs are valid
     collator = padding_collator(tokenizer)
     trainer = BiomambaTrainer(
         model=model,

@@ -203,6 +203,43 @@ def test_only_the_main_process_takes_the_lock(tmp_path, monkeypatch):
     release_output_dir_lock(tmp_path / "out")
 
 
+def test_start_run_records_the_arguments_it_compared(tmp_path, monkeypatch):
+    from dataclasses import dataclass
+
+    from biomamba_hf.trainer import CLMTrainingArguments
+
+    @dataclass
+    class Model:
+        hidden_size: int = 8
+
+    @dataclass
+    class Data:
+        block_size: int = 32
+        hidden_size: int = 16  # a later dataclass wins, as in the comparison
+
+    out = tmp_path / "out"
+    args = CLMTrainingArguments(output_dir=str(out), do_train=True, report_to="none")
+    run = script_utils.start_run(args, Model(), Data())
+    assert not (out / "run_args.json").exists()  # start_run writes nothing but its lock
+    recorded = json.loads(run.save_arguments().read_text())
+    assert recorded["hidden_size"] == 16 and recorded["block_size"] == 32 and recorded["output_dir"] == str(out)
+    assert script_utils.changed_arguments(recorded, script_utils.run_arguments_dict(*run.arguments)) == {}
+    release_output_dir_lock(out)
+
+    rerun = script_utils.start_run(args, Model(), Data())  # nothing to resume: a run that starts over records again
+    assert rerun.record_arguments and rerun.save_arguments() is not None
+    release_output_dir_lock(out)
+    rerun.record_arguments = False  # the record already says what runs (a resume with the same arguments)
+    assert rerun.save_arguments() is None
+    monkeypatch.setattr(CLMTrainingArguments, "should_save", property(lambda self: False))
+    assert script_utils.start_run(args, Model(), Data()).save_arguments() is None  # not the saving process
+    release_output_dir_lock(out)
+    evaluation = CLMTrainingArguments(output_dir=str(tmp_path / "eval"), do_eval=True, report_to="none")
+    assert script_utils.start_run(evaluation).save_arguments() is None  # no training, no record
+    assert not (tmp_path / "eval" / "run_args.json").exists()
+    release_output_dir_lock(tmp_path / "eval")
+
+
 # ---------------------------------------------------------------- training arguments refused when parsed
 
 BAD_TRAINING_ARGUMENTS = [
