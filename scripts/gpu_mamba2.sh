@@ -6,6 +6,10 @@
 #   bash scripts/gpu_mamba2.sh throughput   # run_clm, Mamba2-130m vs GPT-2 124M, same flags (benchmarks/bench_equal_compute.py)
 #   bash scripts/gpu_mamba2.sh quality      # benchmarks/bench_equal_compute.py: equal tokens and equal time from random
 #                                           # init, dev perplexity, then run_qa on BioASQ 4b and 5b (question_first)
+#   bash scripts/gpu_mamba2.sh decompose    # where run_clm loses the bare loop's tokens/s: loop vs Trainer vs run_clm's data
+#                                           # path and callbacks, Mamba2-130m / Mamba-130m / GPT-2 124M, liger for all
+#   bash scripts/gpu_mamba2.sh qa_inference # QA pipeline and bare forward, Mamba / Mamba-2 / BERT-base, levers plain,
+#                                           # buckets, compile (benchmarks/bench_qa_pipeline.py, bf16, batch 32)
 #   bash scripts/gpu_mamba2.sh all
 # The kernels must be built first (bash .gpu/build_kernels.sh); data travels in .gpu/data (scripts/gpu_clm.sh prepare,
 # plus bioasq/ and pmc_fulltext/). Environment: OUT (results, default outputs/gpu_mamba2), STEPS (quality: optimizer
@@ -52,10 +56,23 @@ quality() {
     --out_dir "$OUT/equal_compute" --markdown_out "$OUT/quality.md" ${DEADLINE:+--deadline_seconds "$DEADLINE"}
 }
 
+decompose() {
+  echo "=== run_clm decomposition (benchmarks/bench_training_throughput.py --rows decompose) ==="
+  timeout 560 python3 benchmarks/bench_training_throughput.py --rows decompose --steps 20 --markdown_out "$OUT/decompose.md"
+}
+
+qa_inference() {
+  echo "=== QA inference levers (benchmarks/bench_qa_pipeline.py) ==="
+  timeout 560 python3 benchmarks/bench_qa_pipeline.py --data_dir "$DATA" --dtypes bfloat16 --batch_sizes 32 --num_questions 256 \
+    2>&1 | tee "$OUT/qa_pipeline.txt"
+}
+
 case "$MODE" in
   checks) checks ;;
   throughput) throughput ;;
   quality) quality ;;
-  all) checks; throughput; quality ;;
-  *) echo "usage: bash scripts/gpu_mamba2.sh {checks|throughput|quality|all}" >&2; exit 2 ;;
+  decompose) decompose ;;
+  qa_inference) qa_inference ;;
+  all) checks; throughput; decompose; qa_inference; quality ;;
+  *) echo "usage: bash scripts/gpu_mamba2.sh {checks|throughput|quality|decompose|qa_inference|all}" >&2; exit 2 ;;
 esac
