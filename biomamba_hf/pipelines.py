@@ -158,6 +158,7 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             tokenizer = copy.copy(tokenizer)
             tokenizer.padding_side = "right"
         super().__init__(model=model, tokenizer=tokenizer, **kwargs)
+        self._pad_values = pad_values_for(self.tokenizer)  # what pad_to_multiple_of pads each input with
 
     def _sanitize_parameters(
         self,
@@ -291,7 +292,7 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         if pad_to_multiple_of is None and compile_config is not None:
             pad_to_multiple_of = DEFAULT_BUCKET_MULTIPLE
         if pad_to_multiple_of is not None:
-            model_inputs = pad_to_bucket(model_inputs, pad_to_multiple_of, max_seq_len, pad_values_for(self.tokenizer))
+            model_inputs = pad_to_bucket(model_inputs, pad_to_multiple_of, max_seq_len, self._pad_values)
         with compiled_module_calls(self.model, compile_config):
             output = self.model(**model_inputs)
         return {

@@ -460,3 +460,17 @@ def test_a_tokenizer_that_pads_on_the_left_is_not_changed_and_batches_pad_on_the
     examples = [{"question": QUESTION, "context": CONTEXT}, {"question": "Short?", "context": "It is CFTR."}]
     assert qa(examples, max_seq_len=40, batch_size=2) == qa(examples, max_seq_len=40)
     assert tokenizer.padding_side == "left" and qa.tokenizer.padding_side == "right"
+
+
+def test_the_pad_values_of_the_buckets_are_read_once_per_pipeline(tokenizer, monkeypatch):
+    """pad_to_multiple_of pads with the tokenizer's pad values, read when the pipeline is built, not per forward."""
+    from biomamba_hf import pipelines
+
+    calls = []
+    original = pipelines.pad_values_for
+    monkeypatch.setattr(pipelines, "pad_values_for", lambda tok: calls.append(tok) or original(tok))
+    qa = _random_pipeline(tokenizer, "mamba")
+    plain = _answers(qa, LEVER_EXAMPLES)
+    _same_answers(_answers(qa, LEVER_EXAMPLES, pad_to_multiple_of=16), plain)
+    _same_answers(_answers(qa, LEVER_EXAMPLES, batch_size=3, pad_to_multiple_of=16), plain)
+    assert calls == [qa.tokenizer]
