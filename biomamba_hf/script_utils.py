@@ -53,13 +53,20 @@ def argv_from_file(path: str | os.PathLike) -> list[str]:
     import yaml
 
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"The argument file {path} does not exist or is not a file: pass the path of an existing .yaml/.json "
+            "file of arguments, or give the arguments as flags."
+        )
+    fix = "Fix the file (argument names mapped to values, e.g. `output_dir: out`) or give the arguments as flags."
     try:
-        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ValueError(f"{path} is not valid {path.suffix[1:].upper()}: {err}") from None
+        values = read_json(path) if path.suffix == ".json" else yaml.safe_load(path.read_bytes())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {err}\n{fix}") from None
+    except ValueError as err:  # read_json's message names the file, and the line and column
+        raise ValueError(f"{err}. {fix}") from None
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of argument names to values, got {type(values).__name__}")
+        raise ValueError(f"{path}: expected a mapping of argument names to values, got {type(values).__name__}. {fix}")
     argv = []
     for key, value in values.items():
         if value is None:
@@ -74,8 +81,9 @@ def argv_from_file(path: str | os.PathLike) -> list[str]:
 
 
 def parse_arguments(dataclass_types: tuple, argv: list[str]) -> tuple:
-    """``HfArgumentParser(dataclass_types)`` over ``argv``, where a first ``.yaml``/``.json`` file gives the arguments
-    and the flags after it override them (see :func:`argv_from_file`)."""
+    """``HfArgumentParser(dataclass_types)`` over ``argv``, where a first ``.yaml``/``.yml``/``.json`` file gives the
+    arguments and the flags after it override them (see :func:`argv_from_file`). The example scripts' one reader of
+    argument files."""
     from transformers import HfArgumentParser
 
     argv = list(argv)

@@ -10,7 +10,8 @@ The card is rendered from the files the training runs recorded (see ``biomamba_h
     # then push (token from `hf auth login`, HF_TOKEN or --hub_token; it needs write access)
     python examples/push_to_hub.py --model_dir out/qa --pretraining_dir out/clm --repo_id LeoYML/biomamba-130m
 
-A single ``.json`` or ``.yaml`` file with these arguments works too: ``python examples/push_to_hub.py args.yaml``.
+A ``.yaml`` or ``.json`` file with these arguments works too, as for the training scripts; flags after it override
+it: ``python examples/push_to_hub.py args.yaml --dry_run --dry_run_dir upload_preview``.
 """
 
 from __future__ import annotations
@@ -73,18 +74,10 @@ class PushArguments:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from transformers import HfArgumentParser
-
     from biomamba_hf import hub
+    from biomamba_hf.script_utils import parse_arguments
 
-    argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser(PushArguments)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        (args,) = parser.parse_json_file(argv[0])
-    elif len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        (args,) = parser.parse_yaml_file(argv[0])
-    else:
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
+    (args,) = parse_arguments((PushArguments,), sys.argv[1:] if argv is None else argv)
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
 
     try:

@@ -277,6 +277,35 @@ def test_example_script_dry_run_prints_the_file_list(checkpoint, tmp_path, monke
         push_to_hub.main(argv)
 
 
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_example_script_reads_an_argument_file_with_the_package_reader(checkpoint, tmp_path, monkeypatch, suffix):
+    import json
+
+    qa_dir, clm_dir = checkpoint
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    monkeypatch.delitem(sys.modules, "push_to_hub", raising=False)
+    import push_to_hub
+
+    values = {"model_dir": str(qa_dir), "repo_id": REPO_ID, "pretraining_dir": str(clm_dir), "dry_run": True}
+    path = tmp_path / f"push{suffix}"
+    path.write_text(json.dumps(values))  # JSON is YAML too
+    assert push_to_hub.main([str(path), "--dry_run_dir", str(tmp_path / "up")]) == 0  # flags after it add to it
+    assert (tmp_path / "up" / "README.md").is_file()
+
+    missing = tmp_path / f"typo{suffix}"
+    with pytest.raises(FileNotFoundError, match=rf"argument file {re.escape(str(missing))} does not exist .*: pass "
+                       r"the path of an existing \.yaml/\.json file of arguments, or give the arguments as flags"):  # fmt: skip
+        push_to_hub.main([str(missing)])
+    path.write_text('{"model_dir": [')
+    with pytest.raises(ValueError, match=rf"(?s){re.escape(str(path))} is not valid {suffix[1:].upper()}: .*Fix "
+                       r"the file \(argument names mapped to values.*\) or give the arguments as flags"):  # fmt: skip
+        push_to_hub.main([str(path)])
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: expected a mapping of argument names to values, "
+                       r"got list\. Fix the file"):  # fmt: skip
+        push_to_hub.main([str(path)])
+
+
 def test_a_pretraining_run_the_model_does_not_descend_from_is_not_pushed(checkpoint, tmp_path, mamba2_clm_dir):
     qa_dir, _ = checkpoint
     other = write_clm_run(tmp_path / "other-clm", weights_from=mamba2_clm_dir)
