@@ -202,8 +202,11 @@ def parse_args(argv: list[str] | None = None):
 
 
 def load_data(data_args, training_args):
-    """Read and validate every input file before any model is loaded: (train rows, test sets, predict sets)."""
-    from biomamba_hf.bioasq.evaluation import check_disjoint, load_test_set, test_set_name
+    """Read and validate every input file before any model is loaded: (train rows, test sets, predict sets).
+
+    A test set is ``(rows, references by batch, golden questions of every type)`` (:func:`read_test_set`).
+    """
+    from biomamba_hf.bioasq.evaluation import check_disjoint, read_test_set, test_set_name
     from biomamba_hf.bioasq.squad import load_training_examples, read_squad_bioasq
 
     train_rows = None
@@ -226,13 +229,13 @@ def load_data(data_args, training_args):
         if not data_args.test_dirs:
             raise ValueError("--do_eval (and --eval_before_train) score test sets: pass --test_dirs (e.g. bioasq/4b).")
         for directory in data_args.paths("test_dirs"):
-            rows, references = load_test_set(directory)
+            rows, references, questions = read_test_set(directory)  # each file read once
             name = test_set_name(references)
             if name in test_sets:
                 raise ValueError(f"{directory}: test set {name!r} is given twice in --test_dirs")
-            test_sets[name] = (rows, references)
+            test_sets[name] = (rows, references, questions)
     test_question_ids = {
-        qid: name for name, (_, refs) in test_sets.items() for batch in refs.values() for qid in batch
+        qid: name for name, (_, refs, _) in test_sets.items() for batch in refs.values() for qid in batch
     }
     if train_rows is not None:
         check_disjoint(train_rows, test_question_ids)
@@ -280,7 +283,6 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import Trainer, set_seed
 
     from biomamba_hf.bioasq.evaluation import (
-        load_test_questions,
         merge_question_predictions,
         score_test_set,
         write_prediction_files,
@@ -308,9 +310,6 @@ def main(argv: list[str] | None = None) -> dict:
     set_seed(training_args.seed)
 
     train_rows, test_sets, predict_sets = load_data(data_args, training_args)
-    # Every golden question of each test set, of all types: the submission files list them (the official evaluator
-    # stops on a missing one). load_data filled test_sets in the order of --test_dirs.
-    test_questions = {name: load_test_questions(path) for name, path in zip(test_sets, data_args.paths("test_dirs"))}
     model, tokenizer, layout, code_path = load_model_and_tokenizer(model_args, training_args.device)
     preflight(training_args, model)  # enough disk for the checkpoints kept
     lora_targets = model_args.lora_targets or list(default_lora_targets(model))
@@ -375,7 +374,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def evaluate(current_trainer, prefix: str) -> dict:
         metrics = {}
-        for name, (rows, references) in test_sets.items():
+        for name, (rows, references, questions) in test_sets.items():
             nbest = predict_nbest(
                 current_trainer,
                 rows,
@@ -397,7 +396,7 @@ def main(argv: list[str] | None = None) -> dict:
                     question_ids,
                     per_batch=nested,
                     prefix=prefix,
-                    questions=test_questions[name],
+                    questions=questions,
                 )
             metrics.update({prefix + key: value for key, value in flat.items()})
             logger.info(

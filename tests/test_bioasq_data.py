@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import data_dir
 
-from biomamba_hf.bioasq.evaluation import find_test_batches, load_test_references, load_test_set
+from biomamba_hf.bioasq.evaluation import find_test_batches, load_test_references, load_test_set, read_test_set
 from biomamba_hf.bioasq.squad import COLUMNS, find_answer_span, golden_to_squad, load_squad_bioasq, read_squad_bioasq
 from biomamba_hf.metrics import load_golden, normalize_answer
 
@@ -246,6 +246,36 @@ def test_test_set_folder_pairs_batches(tmp_path):
     rows, references = load_test_set(root)
     assert [r["id"] for r in rows] == ["q1_000", "q2_000"] and [r["batch"] for r in rows] == ["4b-1", "4b-2"]
     assert references == {"4b-1": {"q1": [["a1"]]}, "4b-2": {"q2": [["a2"]]}} == load_test_references(root)
+
+
+def test_read_test_set_reads_each_file_once(tmp_path, monkeypatch):
+    root = make_test_set(tmp_path / "4b")
+    golden_file(
+        root / "golden" / "4B2_golden.json",
+        factoid("q2", [["a2"]], ["c"]),
+        {"id": "y2", "type": "yesno", "body": "Yes?", "exact_answer": "yes"},
+    )
+    opens: Counter = Counter()
+    original = Path.open
+
+    def counting_open(self, *args, **kwargs):
+        opens[self.resolve().relative_to(root.resolve()).as_posix()] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    rows, references, questions = read_test_set(root)
+    assert opens == {
+        "test/BioASQ-test-factoid-4b-1.json": 1,
+        "test/BioASQ-test-factoid-4b-2.json": 1,
+        "golden/4B1_golden.json": 1,
+        "golden/4B2_golden.json": 1,
+    }
+    assert (rows, references) == load_test_set(root)
+    assert questions == [
+        {"id": "q1", "type": "factoid"},
+        {"id": "q2", "type": "factoid"},
+        {"id": "y2", "type": "yesno"},
+    ]
 
 
 def test_test_set_folder_errors(tmp_path):

@@ -9,6 +9,7 @@ import os
 import runpy
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ import biomamba_hf.bioasq.evaluation
 import biomamba_hf.bioasq.formats
 import biomamba_hf.bioasq.squad
 import biomamba_hf.metrics.bioasq
+from biomamba_hf.bioasq.formats import read_golden_batches
 from biomamba_hf.metrics import (
     bioasq_factoid,
     bioasq_factoid_batches,
@@ -482,6 +484,45 @@ def test_cli_scores_batches_and_writes_json_and_submission(golden_files, tmp_pat
     assert written["batches"]["4b-1"]["mrr"] == 0.75
     assert written["questions"]["4b-1"]["q2"]["mrr"] == 0.5
     assert [q["id"] for q in json.loads(sub.read_text())["questions"]] == ["q1", "q2", "y1", "s1", "q3"]
+
+
+def count_opens(monkeypatch) -> Counter:
+    """Count ``Path.open`` calls per resolved path (json files are read through it)."""
+    opens: Counter = Counter()
+    original = Path.open
+
+    def counting_open(self, *args, **kwargs):
+        opens[self.resolve()] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    return opens
+
+
+def test_cli_reads_each_golden_file_once(golden_files, tmp_path, monkeypatch, capsys):
+    predictions = write_json(tmp_path / "p.json", {"q1": ["brca1"], "q3": ["coilin"]})
+    opens = count_opens(monkeypatch)
+    assert (
+        main([str(predictions), "--golden", *map(str, golden_files), "--write_submission", str(tmp_path / "s.json")])
+        == 0
+    )
+    assert {path.name: opens[path.resolve()] for path in golden_files} == {"4B1_golden.json": 1, "4B2_golden.json": 1}
+    golden = read_golden_batches(golden_files)  # the one reader: references and every question's type
+    assert golden.references == load_golden_batches(golden_files)
+    assert (
+        golden.types
+        == question_types(golden_files)
+        == {"q1": "factoid", "q2": "factoid", "y1": "yesno", "s1": "summary", "q3": "factoid"}
+    )
+
+
+def test_golden_batches_refuse_a_batch_or_question_given_twice(golden_files, tmp_path):
+    with pytest.raises(ValueError, match=r"4B1_golden\.json: batch '4b-1' is given twice"):
+        read_golden_batches([*golden_files, golden_files[0]])
+    again = write_json(tmp_path / "4B3_golden.json", {"questions": [golden_question("q3", [["x"]])]})
+    for reader in (read_golden_batches, load_golden_batches, load_golden, question_types):
+        with pytest.raises(ValueError, match=r"4B3_golden\.json: question 'q3' is also in .*4B2_golden\.json"):
+            reader([*golden_files, again])
 
 
 def test_cli_merges_nbest_files(golden_files, tmp_path, capsys):

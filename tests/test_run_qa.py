@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -647,6 +648,28 @@ def test_missing_inputs_and_bad_arguments_are_refused(no_model, bioasq_files, tm
         )
 
 
+def test_load_data_reads_each_golden_file_of_a_test_set_once(run_qa, bioasq_files, tmp_path, monkeypatch):
+    golden = sorted((bioasq_files["test_dir"] / "golden").glob("*_golden.json"))
+    opens: Counter = Counter()
+    original = Path.open
+
+    def counting_open(self, *args, **kwargs):
+        opens[self.resolve()] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    _, data_args, training_args = run_qa.parse_args(
+        ["--model_name_or_path", "x", "--test_dirs", str(bioasq_files["test_dir"]), "--do_eval"]
+        + common_args(tmp_path / "out")
+    )
+    _, test_sets, _ = run_qa.load_data(data_args, training_args)
+    assert [opens[path.resolve()] for path in golden] == [1] * len(golden) == [1, 1]
+    _, references, questions = test_sets["4b"]
+    # The questions the submission lists: every golden question (the summary ones too), batch by batch.
+    assert [q["id"] for q in questions] == list(question_types(golden))
+    assert {q["id"] for q in questions} > {qid for batch in references.values() for qid in batch}
+
+
 def test_check_disjoint_names_the_example_and_the_test_set():
     rows = [{"id": "q1_000", "question_id": "q1", "batch": "7b"}]
     check_disjoint(rows, {"q2": "4b"})
@@ -689,8 +712,9 @@ def test_protocol_configs_train_on_the_other_years(run_qa, tmp_path, config, tes
     assert training_args.do_train and training_args.do_eval and data_args.max_seq_length == 384
     train_rows, test_sets, _ = run_qa.load_data(data_args, training_args)  # also checks train/test disjointness
     assert list(test_sets) == [test_set]
-    rows, references = test_sets[test_set]
+    rows, references, golden_questions = test_sets[test_set]
     assert sum(len(batch) for batch in references.values()) == questions and len(references) == 5
+    assert len(golden_questions) > questions  # every question of the golden files, of all types
     assert {row["batch"] for row in train_rows} == train_batches
     assert len(train_rows) > 700  # about 800 golden-derived contexts (5b + 7b: 811, 4b + 7b: 792)
 

@@ -18,8 +18,7 @@ from .formats import (
     MAX_CANDIDATES,
     PathLike,
     batch_name,
-    load_golden,
-    read_golden_questions,
+    read_golden_batches,
     write_json,
     write_submission,
 )
@@ -29,10 +28,10 @@ __all__ = [
     "TestBatch",
     "check_disjoint",
     "find_test_batches",
-    "load_test_questions",
     "load_test_references",
     "load_test_set",
     "merge_question_predictions",
+    "read_test_set",
     "score_test_set",
     "test_set_name",
     "write_prediction_files",
@@ -97,32 +96,36 @@ def load_test_references(directory: PathLike) -> dict[str, dict[str, list[list[s
     Each batch holds the factoid questions of its golden file; every question of its SQuAD test file must be
     among them (checked, to catch a golden file of another batch).
     """
-    return load_test_set(directory)[1]
+    return read_test_set(directory)[1]
+
+
+def read_test_set(
+    directory: PathLike,
+) -> tuple[list[dict], dict[str, dict[str, list[list[str]]]], list[dict[str, str]]]:
+    """``(rows, references_by_batch, questions)`` of the test set in ``directory``, each file read once.
+
+    ``rows`` are the rows to predict (all batches, :func:`~biomamba_hf.bioasq.squad.read_squad_bioasq` columns);
+    ``references_by_batch`` the factoid references by batch, ready for :func:`score_test_set` after merging the
+    predictions per question; ``questions`` ``[{"id", "type"}, ...]`` every question of the golden files (all types,
+    batch by batch), what a submission must list for the official evaluator
+    (:func:`~biomamba_hf.bioasq.formats.write_submission`).
+    """
+    batches = find_test_batches(directory)
+    rows = read_squad_bioasq([b.squad_path for b in batches])
+    by_name = {b.name: b for b in batches}
+
+    def check_pairing(name: str, references: dict) -> None:
+        _check_pairing(by_name[name], [row for row in rows if row["batch"] == name], references)
+
+    golden = read_golden_batches([b.golden_path for b in batches], check=check_pairing)
+    questions = [{"id": q["id"], "type": q["type"]} for batch in golden.questions.values() for q in batch]
+    return rows, golden.references, questions
 
 
 def load_test_set(directory: PathLike) -> tuple[list[dict], dict[str, dict[str, list[list[str]]]]]:
-    """The rows to predict (all batches, :func:`~biomamba_hf.bioasq.squad.read_squad_bioasq` columns) and the
-    references by batch, ready for :func:`score_test_set` after merging the predictions per question."""
-    batches = find_test_batches(directory)
-    rows = read_squad_bioasq([b.squad_path for b in batches])
-    references_by_batch = {}
-    for batch in batches:
-        references = load_golden(batch.golden_path)
-        _check_pairing(batch, [row for row in rows if row["batch"] == batch.name], references)
-        references_by_batch[batch.name] = references
+    """The rows to predict and the references by batch of :func:`read_test_set`."""
+    rows, references_by_batch, _ = read_test_set(directory)
     return rows, references_by_batch
-
-
-def load_test_questions(directory: PathLike) -> list[dict[str, str]]:
-    """``[{"id", "type"}, ...]``: every question of the golden files of a test-set folder (all types, batch by batch).
-
-    What a submission must list for the official evaluator (:func:`~biomamba_hf.bioasq.formats.write_submission`).
-    """
-    return [
-        {"id": question["id"], "type": question["type"]}
-        for batch in find_test_batches(directory)
-        for question in read_golden_questions(batch.golden_path, question_types=None)
-    ]
 
 
 def check_disjoint(train_rows: Iterable[Mapping], test_question_ids: Mapping[str, str]) -> None:
@@ -203,7 +206,7 @@ def write_prediction_files(
     ``submission_<name>.json`` (BioASQ format) and, with ``per_batch``, ``bioasq_<name>_per_batch.json``.
     ``prefix`` is put in front of every file name (``initial_``).
 
-    ``questions`` are the golden questions of every type (:func:`load_test_questions`): the submission then lists
+    ``questions`` are the golden questions of every type (the third item of :func:`read_test_set`): the submission then lists
     them all, and the official evaluator accepts it unchanged against the golden file of each batch. Without them
     the submission lists the factoid ``question_ids`` only, which the evaluator refuses when the golden file has
     list or yes/no questions (a warning says how to complete it)."""

@@ -13,17 +13,19 @@ crash on or read differently from what the file says, and files that are not pre
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "MAX_CANDIDATES",
+    "GoldenBatches",
     "as_paths",
     "batch_name",
     "candidate_strings",
@@ -36,6 +38,7 @@ __all__ = [
     "question_id",
     "question_types",
     "ranked_candidates",
+    "read_golden_batches",
     "read_golden_questions",
     "read_json",
     "read_json_object",
@@ -321,56 +324,120 @@ def read_golden_questions(path: PathLike, question_types: Iterable[str] | None =
     return questions
 
 
+def _check_answer_types(question_types: Iterable[str]) -> tuple[str, ...]:
+    question_types = tuple(question_types)
+    if not set(question_types) <= {"factoid", "list"}:
+        raise ValueError(
+            f"question_types must be among 'factoid' and 'list' (they have exact answers), got {question_types}"
+        )
+    return question_types
+
+
+def _read_golden_files(
+    paths: PathLike | Iterable[PathLike],
+    question_types: Iterable[str] = ("factoid",),
+    every_type: bool = True,
+    check: Callable[[Path, dict[str, list[list[str]]]], None] | None = None,
+) -> list[tuple[Path, list[dict], dict[str, list[list[str]]]]]:
+    """``[(path, questions, references), ...]``: each golden file read and validated once.
+
+    ``questions`` are the questions of the file (:func:`read_golden_questions`, file order): every type, or with
+    ``every_type=False`` only those of ``question_types`` (the others are then not validated). ``references`` are
+    ``{question id: exact_answer}`` of its ``question_types`` questions, whose ids must be unique across the files
+    (the one copy of that check). ``check(path, references)``, when given, is called on each file as it is read,
+    before its ids are checked against the other files'.
+    """
+    question_types = _check_answer_types(question_types)
+    origin: dict[str, Path] = {}
+    files = []
+    for path in as_paths(paths, "paths"):
+        questions = read_golden_questions(path, None if every_type else question_types)
+        selected = [q for q in questions if q["type"] in question_types]
+        if check is not None:
+            check(path, {q["id"]: q["exact_answer"] for q in selected})
+        references: dict[str, list[list[str]]] = {}
+        for question in selected:
+            qid = question["id"]
+            if qid in origin:
+                raise ValueError(f"{path}: question {qid!r} is also in {origin[qid]}; question ids must be unique")
+            references[qid] = question["exact_answer"]
+            origin[qid] = path
+        files.append((path, questions, references))
+    return files
+
+
+@dataclasses.dataclass(frozen=True)
+class GoldenBatches:
+    """What :func:`read_golden_batches` reads from golden files, one batch per file (:func:`batch_name`).
+
+    ``references``: ``{batch: {question id: exact_answer synonym lists}}`` of the questions with exact answers
+    asked for (factoid by default); ``questions``: ``{batch: [question record, ...]}`` of every question of the
+    file (all types, validated, in file order).
+    """
+
+    references: dict[str, dict[str, list[list[str]]]]
+    questions: dict[str, list[dict]]
+
+    @property
+    def types(self) -> dict[str, str]:
+        """``{question id: type}`` of every question, batch by batch in file order (see :func:`question_types`)."""
+        return {q["id"]: q["type"] for questions in self.questions.values() for q in questions}
+
+
+def read_golden_batches(
+    paths: PathLike | Iterable[PathLike],
+    question_types: Iterable[str] = ("factoid",),
+    *,
+    check: Callable[[str, dict[str, list[list[str]]]], None] | None = None,
+) -> GoldenBatches:
+    """Read one or more BioASQ golden files, each once: references by batch and every question of each batch.
+
+    One batch per golden file, named by :func:`batch_name` (``4B1`` -> ``4b-1``); a batch may be given once, and
+    the ids of the ``question_types`` questions (factoid by default, or list) must be unique across the files.
+    ``check(batch, references)``, when given, is called on each batch as its file is read, before its ids are
+    checked against the other batches' (a caller's own check of a file comes first).
+    """
+    paths = as_paths(paths, "paths")
+    names: set[str] = set()
+    for path in paths:
+        name = batch_name(path)
+        if name in names:
+            raise ValueError(f"{path}: batch {name!r} is given twice; pass each golden file once")
+        names.add(name)
+    files = _read_golden_files(
+        paths, question_types, check=None if check is None else lambda path, refs: check(batch_name(path), refs)
+    )
+    return GoldenBatches(
+        references={batch_name(path): references for path, _, references in files},
+        questions={batch_name(path): questions for path, questions, _ in files},
+    )
+
+
 def load_golden(paths: PathLike | Iterable[PathLike], question_types: Iterable[str] = ("factoid",)) -> dict:
     """References ``{question id: exact_answer synonym lists}`` from one or more BioASQ golden files.
 
     Only factoid questions by default (``question_types`` selects others with a list ``exact_answer``). Question ids
     must be unique across the files.
     """
-    question_types = tuple(question_types)
-    if not set(question_types) <= {"factoid", "list"}:
-        raise ValueError(
-            f"question_types must be among 'factoid' and 'list' (they have exact answers), got {question_types}"
-        )
-    references: dict[str, list[list[str]]] = {}
-    origin: dict[str, Path] = {}
-    for path in as_paths(paths, "paths"):
-        for question in read_golden_questions(path, question_types):
-            qid = question["id"]
-            if qid in references:
-                raise ValueError(f"{path}: question {qid!r} is also in {origin[qid]}; question ids must be unique")
-            references[qid] = question["exact_answer"]
-            origin[qid] = path
-    return references
+    return {
+        qid: answers
+        for _, _, references in _read_golden_files(paths, question_types, every_type=False)
+        for qid, answers in references.items()
+    }
 
 
 def load_golden_batches(paths: PathLike | Iterable[PathLike], question_types: Iterable[str] = ("factoid",)) -> dict:
-    """``{batch name: references}`` with one batch per golden file, named by :func:`batch_name` (``4B1`` -> ``4b-1``)."""
-    batches: dict[str, dict] = {}
-    for path in as_paths(paths, "paths"):
-        name = batch_name(path)
-        if name in batches:
-            raise ValueError(f"{path}: batch {name!r} is given twice; pass each golden file once")
-        batches[name] = load_golden(path, question_types)
-    seen: dict[str, str] = {}
-    for name, references in batches.items():
-        for qid in references:
-            if qid in seen:
-                raise ValueError(f"question {qid!r} is in batch {seen[qid]!r} and batch {name!r}; ids must be unique")
-            seen[qid] = name
-    return batches
+    """``{batch name: references}`` with one batch per golden file (:func:`read_golden_batches`)."""
+    return read_golden_batches(paths, question_types).references
 
 
 def question_types(paths: PathLike | Iterable[PathLike]) -> dict[str, str]:
     """``{question id: type}`` of every question of one or more golden files, in file order.
 
     What :func:`write_submission` needs to list every question and :func:`load_predictions` to check a submission.
+    Callers that also need the references read both at once with :func:`read_golden_batches`.
     """
-    types: dict[str, str] = {}
-    for path in as_paths(paths, "paths"):
-        for question in read_golden_questions(path, question_types=None):
-            types[question["id"]] = question["type"]
-    return types
+    return {q["id"]: q["type"] for _, questions, _ in _read_golden_files(paths) for q in questions}
 
 
 def _golden_sign(question: Mapping[str, Any]) -> str | None:

@@ -27,9 +27,8 @@ from pathlib import Path
 
 from ..bioasq.formats import (
     MAX_CANDIDATES,
-    load_golden_batches,
     load_predictions,
-    question_types,
+    read_golden_batches,
     read_json,
     write_json,
     write_submission,
@@ -121,8 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         golden_files = _golden_files(args.golden)
-        references_by_batch = load_golden_batches(golden_files)
-        golden_types = question_types(golden_files)
+        golden = read_golden_batches(golden_files)  # each file read once: references and every question's type
+        references_by_batch, golden_types = golden.references, golden.types
         _check_not_golden(Path(args.predictions), golden_files)
         if args.nbest:
             nbest = read_json(args.predictions)
