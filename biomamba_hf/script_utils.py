@@ -765,8 +765,12 @@ RERUN_IGNORED_ARGUMENTS = frozenset(
 
 
 def run_arguments_dict(*arguments) -> dict:
-    """The argument dataclasses merged as ``run_args.json`` records them (``TrainingArguments.to_dict()`` plus
-    ``world_size``, others with ``dataclasses.asdict``; later ones win), in their JSON form."""
+    """The argument dataclasses merged as ``run_args.json`` records them, in their JSON form: the one copy of that
+    rule (:func:`biomamba_hf.hub.save_run_arguments` writes it, :func:`check_recorded_arguments` compares with it).
+
+    ``TrainingArguments`` give ``to_dict()`` plus ``world_size``; other dataclasses ``dataclasses.asdict``. Later
+    dataclasses win on repeated names. Anything else is refused with a ``ValueError``.
+    """
     import dataclasses
 
     merged: dict = {}
@@ -775,8 +779,10 @@ def run_arguments_dict(*arguments) -> dict:
             values = argument.to_dict()
             if hasattr(argument, "world_size"):
                 values["world_size"] = argument.world_size
-        else:
+        elif dataclasses.is_dataclass(argument):
             values = dataclasses.asdict(argument)
+        else:
+            raise ValueError(f"save_run_arguments takes argument dataclasses, got {type(argument).__name__}.")
         merged.update(values)
     return json.loads(json.dumps(merged, sort_keys=True, default=str))
 

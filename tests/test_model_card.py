@@ -546,6 +546,37 @@ def test_run_arguments_are_recorded_without_tokens(tmp_path):
         hub.save_run_arguments(tmp_path, {"a": 1})
 
 
+def test_the_run_arguments_record_rule_exists_once(tmp_path):
+    """run_args.json's name and merge rule live in script_utils; the card writes what the rerun check compares."""
+    from transformers import TrainingArguments
+
+    from biomamba_hf import script_utils
+    from biomamba_hf.hub import card
+
+    assert (
+        card.RUN_ARGS_FILE is script_utils.RUN_ARGS_FILE and card.run_arguments_dict is script_utils.run_arguments_dict
+    )
+    package = Path(script_utils.__file__).parent
+    sources = {path.relative_to(package).as_posix(): path.read_text() for path in package.rglob("*.py")}
+    assert [name for name, text in sources.items() if re.search(r"^RUN_ARGS_FILE\s*=", text, re.M)] == [
+        "script_utils.py"
+    ]
+    assert [name for name, text in sources.items() if 'values["world_size"]' in text] == ["script_utils.py"]
+
+    @dataclasses.dataclass
+    class DataArguments:
+        learning_rate: float = 1.0  # TrainingArguments, given last, wins
+        paths: tuple = (Path("a"),)
+
+    training_args = TrainingArguments(output_dir=str(tmp_path / "out"), learning_rate=6e-4)
+    recorded = json.loads(hub.save_run_arguments(tmp_path, DataArguments(), training_args).read_text())
+    assert recorded.pop("lineage", None) is None  # no model_name_or_path
+    expected = script_utils.run_arguments_dict(DataArguments(), training_args)
+    assert recorded == card.redact_secrets(expected)
+    assert recorded["learning_rate"] == 6e-4 and recorded["paths"] == ["a"]
+    assert script_utils.changed_arguments(recorded, expected) == {}
+
+
 @pytest.mark.slow
 def test_trainer_create_model_card_and_push_to_hub_write_the_same_card(tmp_path, tokenizer_dir, monkeypatch):
     from huggingface_hub import HfApi

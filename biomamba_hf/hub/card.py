@@ -7,7 +7,6 @@ run's recorded lineage (``run_args.json`` field ``lineage``) shows that it start
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..bioasq.formats import read_json, write_json
+from ..script_utils import RUN_ARGS_FILE, run_arguments_dict
 
 if TYPE_CHECKING:
     from transformers import Trainer
@@ -34,7 +34,6 @@ DEFAULT_INSTALL_COMMAND: str | None = None
 #: File names the card reads in a run folder.
 RESULTS_FILE = "all_results.json"
 TRAINER_STATE_FILE = "trainer_state.json"
-RUN_ARGS_FILE = "run_args.json"
 #: The field of ``run_args.json`` that records the checkpoint a run started from (see :func:`describe_start`). It is
 #: derived, not a command-line argument: comparisons of recorded and new arguments should compare it separately.
 LINEAGE_FIELD = "lineage"
@@ -1051,24 +1050,15 @@ def attach_model_card(trainer: Trainer, **card_kwargs) -> Trainer:
 def save_run_arguments(output_dir: str | os.PathLike, *arguments: Any) -> Path:
     """Record a script's argument dataclasses in ``run_args.json`` (read back for the card's training recipe).
 
-    ``TrainingArguments`` are stored with ``to_dict()`` plus ``world_size``; other dataclasses with
-    ``dataclasses.asdict``. Later dataclasses win on repeated names. Every ``*token*`` value (``hub_token``,
-    ``token``) is replaced by ``"<redacted>"``: tokens never reach a file. When the arguments have a
+    The dataclasses are merged by :func:`biomamba_hf.script_utils.run_arguments_dict` (``TrainingArguments`` with
+    ``to_dict()`` plus ``world_size``, others with ``dataclasses.asdict``; later dataclasses win on repeated names).
+    Every ``*token*`` value (``hub_token``, ``token``) is replaced by ``"<redacted>"``: tokens never reach a file.
+    When the arguments have a
     ``model_name_or_path``, the field ``lineage`` records the checkpoint the run starts from
     (:func:`describe_start`: for a local folder, the sha256 of its weight files), so that a card can show that a
     fine-tuned model descends from a pretraining run (:func:`check_descent`).
     """
-    merged: dict[str, Any] = {}
-    for argument in arguments:
-        if hasattr(argument, "to_dict"):
-            values = argument.to_dict()
-            if hasattr(argument, "world_size"):
-                values["world_size"] = argument.world_size
-        elif dataclasses.is_dataclass(argument):
-            values = dataclasses.asdict(argument)
-        else:
-            raise ValueError(f"save_run_arguments takes argument dataclasses, got {type(argument).__name__}.")
-        merged.update(values)
+    merged = run_arguments_dict(*arguments)  # the one merge rule, shared with the rerun check
     # The checkpoint the run starts from, with the sha256 of a local folder's weights (see check_descent).
     if "model_name_or_path" in merged:
         merged[LINEAGE_FIELD] = describe_start(merged["model_name_or_path"], merged.get("model_revision"))
