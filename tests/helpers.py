@@ -135,3 +135,18 @@ def stand_in_data_dir(tmp_path: Path) -> Path:
         (root / name).write_bytes(b"")
     (root / "tokenizers" / "gpt-neox-20b").mkdir(parents=True, exist_ok=True)
     return root
+
+
+def count_opens(monkeypatch):
+    """Count ``Path.open`` calls per resolved path from now on (the package reads its JSON files through it)."""
+    from collections import Counter
+
+    opens: Counter = Counter()
+    original = Path.open
+
+    def counting_open(self, *args, **kwargs):
+        opens[self.resolve()] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    return opens

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import data_dir
+from helpers import count_opens, data_dir
 
 from biomamba_hf.bioasq.evaluation import find_test_batches, load_test_references, load_test_set, read_test_set
 from biomamba_hf.bioasq.squad import COLUMNS, find_answer_span, golden_to_squad, load_squad_bioasq, read_squad_bioasq
@@ -255,16 +255,9 @@ def test_read_test_set_reads_each_file_once(tmp_path, monkeypatch):
         factoid("q2", [["a2"]], ["c"]),
         {"id": "y2", "type": "yesno", "body": "Yes?", "exact_answer": "yes"},
     )
-    opens: Counter = Counter()
-    original = Path.open
-
-    def counting_open(self, *args, **kwargs):
-        opens[self.resolve().relative_to(root.resolve()).as_posix()] += 1
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", counting_open)
+    opens = count_opens(monkeypatch)
     rows, references, questions = read_test_set(root)
-    assert opens == {
+    assert {path.relative_to(root.resolve()).as_posix(): n for path, n in opens.items()} == {
         "test/BioASQ-test-factoid-4b-1.json": 1,
         "test/BioASQ-test-factoid-4b-2.json": 1,
         "golden/4B1_golden.json": 1,

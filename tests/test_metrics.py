@@ -9,11 +9,10 @@ import os
 import runpy
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import data_dir
+from helpers import count_opens, data_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -484,19 +483,6 @@ def test_cli_scores_batches_and_writes_json_and_submission(golden_files, tmp_pat
     assert written["batches"]["4b-1"]["mrr"] == 0.75
     assert written["questions"]["4b-1"]["q2"]["mrr"] == 0.5
     assert [q["id"] for q in json.loads(sub.read_text())["questions"]] == ["q1", "q2", "y1", "s1", "q3"]
-
-
-def count_opens(monkeypatch) -> Counter:
-    """Count ``Path.open`` calls per resolved path (json files are read through it)."""
-    opens: Counter = Counter()
-    original = Path.open
-
-    def counting_open(self, *args, **kwargs):
-        opens[self.resolve()] += 1
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", counting_open)
-    return opens
 
 
 def test_cli_reads_each_golden_file_once(golden_files, tmp_path, monkeypatch, capsys):

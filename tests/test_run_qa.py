@@ -5,12 +5,11 @@ from __future__ import annotations
 import doctest
 import json
 import shutil
-from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import SENTENCES, data_dir, example_script, record_compiled_modules, tiny_config
+from helpers import SENTENCES, count_opens, data_dir, example_script, record_compiled_modules, tiny_config
 
 from biomamba_hf import lora, ops, qa
 from biomamba_hf.bioasq.evaluation import check_disjoint, load_test_references
@@ -650,14 +649,7 @@ def test_missing_inputs_and_bad_arguments_are_refused(no_model, bioasq_files, tm
 
 def test_load_data_reads_each_golden_file_of_a_test_set_once(run_qa, bioasq_files, tmp_path, monkeypatch):
     golden = sorted((bioasq_files["test_dir"] / "golden").glob("*_golden.json"))
-    opens: Counter = Counter()
-    original = Path.open
-
-    def counting_open(self, *args, **kwargs):
-        opens[self.resolve()] += 1
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", counting_open)
+    opens = count_opens(monkeypatch)
     _, data_args, training_args = run_qa.parse_args(
         ["--model_name_or_path", "x", "--test_dirs", str(bioasq_files["test_dir"]), "--do_eval"]
         + common_args(tmp_path / "out")
