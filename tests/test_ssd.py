@@ -12,7 +12,8 @@ import inspect
 
 import pytest
 import torch
-from transformers import Mamba2Config, Mamba2ForCausalLM
+from helpers import tiny_mamba2_config
+from transformers import Mamba2ForCausalLM
 from transformers.models.mamba2 import modeling_mamba2
 from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer
 
@@ -55,19 +56,17 @@ def assert_close(ours, ref, what=""):
 
 
 def config(n_groups=1, chunk_size=16, time_step_limit=(0.0, float("inf")), layers=2):
-    # 8 heads of 8 channels (expand 2 x hidden 32), state 16
-    return Mamba2Config(
-        vocab_size=64,
-        hidden_size=32,
+    """8 heads of 8 channels (expand 2 x hidden 32), state 16, untied embeddings."""
+    return tiny_mamba2_config(
+        64,
         num_heads=8,
         head_dim=8,
-        expand=2,
-        state_size=16,
         n_groups=n_groups,
         chunk_size=chunk_size,
         num_hidden_layers=layers,
         time_step_limit=time_step_limit,
         pad_token_id=0,
+        tie_word_embeddings=False,
     )
 
 
