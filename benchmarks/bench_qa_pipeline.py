@@ -16,10 +16,13 @@ overhead (tokenisation, windowing, padding, span extraction).
 Models: Mamba QA, Mamba-2 QA (both on the GPT-NeoX tokenizer) and BERT-base QA. Inference levers (``--levers``), the
 same for every model: ``plain``; ``buckets``: ``pad_to_multiple_of=64``, windows padded on the right to a few lengths;
 ``compile``: buckets + ``compile=True``, ``torch.compile(mode="reduce-overhead")``, CUDA graphs on a GPU
-(``--compile_backend eager`` for a CPU smoke run). Every lever gets one untimed pass over all the questions first (it
-compiles every bucket shape), then ``--repeats`` timed passes. The code path of each Mamba model and the graph breaks
-of each compiled model are printed before the tables. The bare forward is timed plain and compiled (buckets change
-nothing at one fixed shape).
+(``--compile_backend eager`` for a CPU smoke run); ``cuda_graphs`` (GPU only): buckets + ``cuda_graphs=True``, one
+CUDA graph captured per batch shape and replayed (``biomamba_hf.cuda_graphs``; it records mamba-ssm's kernels, where
+compile breaks the graph). Every lever gets one untimed pass over all the questions first (it compiles or captures
+every bucket shape), then ``--repeats`` timed passes. The code path of each Mamba model, the graph breaks of each
+compiled model and the graphs captured are printed before the tables, and the answers of ``cuda_graphs`` are
+compared with those of ``buckets`` (same shapes, eager). The bare forward is timed plain, compiled and graphed
+(buckets change nothing at one fixed shape).
 
     python benchmarks/bench_qa_pipeline.py --data_dir path/to/shared/data --dtypes bfloat16 --batch_sizes 32  # GPU
     python benchmarks/bench_qa_pipeline.py --device cpu --size tiny --num_questions 8 --batch_sizes 4 \
@@ -53,7 +56,7 @@ SYNTHETIC = [
 
 MAMBA, MAMBA2, BERT = "Mamba QA", "Mamba-2 QA", "BERT-base QA"
 MODELS = {"mamba": MAMBA, "mamba2": MAMBA2, "bert": BERT}
-LEVERS = ("plain", "buckets", "compile")
+LEVERS = ("plain", "buckets", "compile", "cuda_graphs")
 
 
 def parse_args(argv=None):
@@ -167,6 +170,8 @@ def lever_kwargs(lever: str, args) -> dict:
     kwargs = {"pad_to_multiple_of": args.bucket}
     if lever == "compile":
         kwargs["compile"] = compile_config(args)
+    if lever == "cuda_graphs":
+        kwargs["cuda_graphs"] = True
     return kwargs
 
 
@@ -192,9 +197,9 @@ def count_windows(pipe, examples, args) -> int:
     return len(features["input_ids"])
 
 
-def time_pipeline(pipe, examples, batch_size, args, device, lever_options) -> float:
+def time_pipeline(pipe, examples, batch_size, args, device, lever_options) -> tuple[float, list]:
     """Best wall seconds of ``--repeats`` passes over ``examples`` after ``--warmup`` untimed passes over all of
-    them (a compiled forward meets every bucket shape there)."""
+    them (a compiled or graphed forward meets every bucket shape there), and the answers of the last pass."""
     kwargs = {"batch_size": batch_size, "max_seq_len": args.max_seq_len, "doc_stride": args.doc_stride, "top_k": 5}
     kwargs.update(lever_options)
     for _ in range(max(args.warmup, 1)):
@@ -208,21 +213,41 @@ def time_pipeline(pipe, examples, batch_size, args, device, lever_options) -> fl
         best = min(best, time.perf_counter() - start)
     if len(answers) != len(examples):
         raise RuntimeError(f"the pipeline returned {len(answers)} answers for {len(examples)} questions")
-    return best
+    return best, answers
 
 
-def time_forward(model, batch, length, vocab, device, args, config=None) -> float:
-    """Median seconds of the bare forward at ``batch`` x ``length``, through torch.compile with ``config``."""
+def time_forward(model, batch, length, vocab, device, args, config=None, cuda_graphs=False) -> float:
+    """Median seconds of the bare forward at ``batch`` x ``length``, through torch.compile with ``config`` or
+    replayed from a CUDA graph."""
+    from biomamba_hf.cuda_graphs import cuda_graph_module_calls
     from biomamba_hf.qa import compiled_module_calls
 
     ids = torch.randint(5, vocab, (batch, length), generator=torch.Generator().manual_seed(0)).to(device)
     mask = torch.ones_like(ids)
 
     def forward():
-        with torch.inference_mode(), compiled_module_calls(model, config):
+        with torch.inference_mode(), compiled_module_calls(model, config), cuda_graph_module_calls(model, cuda_graphs):
             return model(input_ids=ids, attention_mask=mask).start_logits.sum()
 
-    return common.time_call(forward, device, max(args.repeats, 3), max(args.warmup, 1) + (2 if config else 0))
+    warmup = max(args.warmup, 1) + (2 if config or cuda_graphs else 0)
+    return common.time_call(forward, device, max(args.repeats, 3), warmup)
+
+
+def graphed_note(name, model, answers, args) -> str:
+    """Graphs captured for ``model`` and how many answers of the ``cuda_graphs`` lever equal the eager ``buckets``
+    lever's (the same shapes: a replay runs the kernels the eager forward ran)."""
+    from biomamba_hf.cuda_graphs import cuda_graph_calls
+
+    calls = cuda_graph_calls(model)
+    note = f"{name}: {calls.captures} graph(s) captured, {calls.replays} replays"
+    if "buckets" in args.levers:
+        same = total = 0
+        for batch_size in args.batch_sizes:
+            for graphed, eager in zip(answers["cuda_graphs", batch_size], answers["buckets", batch_size]):
+                same += graphed == eager
+                total += 1
+        note += f"; answers equal to the eager buckets lever: {same}/{total}"
+    return note
 
 
 def graph_breaks() -> tuple[int, list[str]]:
@@ -240,6 +265,8 @@ def main(argv=None):
 
     args = parse_args(argv)
     device = torch.device(args.device)
+    if "cuda_graphs" in args.levers and device.type != "cuda":
+        raise SystemExit("--levers cuda_graphs needs a CUDA device (--device cuda); drop it for a CPU run.")
     common.kernel_status(device, args.allow_fallback)
     code_paths = {
         MAMBA: f"Mamba code path: {mamba_code_path(device, 'mamba')}",
@@ -253,11 +280,11 @@ def main(argv=None):
     mamba_tokenizer, mamba_source, bert_tokenizer = load_tokenizers(data_dir, all_examples)
     names = [MODELS[key] for key in args.models]
 
-    rows, forward_rows, windows, compiled_notes = [], [], {}, {}
+    rows, forward_rows, windows, compiled_notes, graph_notes = [], [], {}, {}, {}
     for dtype_name in args.dtypes:
         dtype = getattr(torch, dtype_name)
         models = build_models(args, device, dtype, mamba_tokenizer, bert_tokenizer)
-        results = {}
+        results, answers = {}, {}
         for name, (model, tokenizer) in models.items():
             pipe = pipeline("question-answering", model=model, tokenizer=tokenizer, device=device)
             windows[name] = count_windows(pipe, examples, args)
@@ -266,7 +293,9 @@ def main(argv=None):
                     torch._dynamo.reset()
                     torch._dynamo.utils.counters.clear()
                 for batch_size in args.batch_sizes:
-                    seconds = time_pipeline(pipe, examples, batch_size, args, device, lever_kwargs(lever, args))
+                    seconds, answers[lever, batch_size] = time_pipeline(
+                        pipe, examples, batch_size, args, device, lever_kwargs(lever, args)
+                    )
                     results[name, lever, batch_size] = len(examples) / seconds
                     print(
                         f"  {name} {dtype_name} {lever} batch {batch_size}: "
@@ -280,12 +309,17 @@ def main(argv=None):
                         f"; most frequent: {' | '.join(reasons)}" if reasons else ""
                     )
                     print(f"  {compiled_notes[name]}", file=sys.stderr, flush=True)
+            if "cuda_graphs" in args.levers:
+                graph_notes[name] = graphed_note(name, model, answers, args)
+                print(f"  {graph_notes[name]}", file=sys.stderr, flush=True)
             vocab = model.config.vocab_size
-            for lever in ("plain", "compile"):
+            for lever in ("plain", "compile", "cuda_graphs"):
                 if lever not in args.levers:
                     continue
                 config = compile_config(args) if lever == "compile" else None
-                seconds = time_forward(model, 32, args.max_seq_len, vocab, device, args, config)
+                seconds = time_forward(
+                    model, 32, args.max_seq_len, vocab, device, args, config, cuda_graphs=lever == "cuda_graphs"
+                )
                 forward_rows.append([name, dtype_name, lever, 32 / seconds])
         for batch_size in args.batch_sizes:
             for lever in args.levers:
@@ -310,8 +344,10 @@ def main(argv=None):
         "trained on the inputs)",
         f"levers (the same for every model): plain; buckets = pad_to_multiple_of={args.bucket} (right padding, at "
         f"most {args.max_seq_len}); compile = buckets + torch.compile "
-        f"({args.compile_backend or 'inductor'}, mode={compile_config(args).mode!r})",
+        f"({args.compile_backend or 'inductor'}, mode={compile_config(args).mode!r}); cuda_graphs = buckets + "
+        "cuda_graphs=True (one CUDA graph per batch shape, replayed)",
         *(f"compiled: {note}" for note in compiled_notes.values()),
+        *(f"CUDA graphs: {note}" for note in graph_notes.values()),
         f"shape {args.size}: Mamba and Mamba-2 hidden {common.MAMBA_SIZES[args.size]['hidden_size']} x "
         f"{common.MAMBA_SIZES[args.size]['num_hidden_layers']} layers vs BERT hidden "
         f"{common.BERT_SIZES[args.size]['hidden_size']} x {common.BERT_SIZES[args.size]['num_hidden_layers']} layers; "

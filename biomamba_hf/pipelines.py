@@ -23,6 +23,7 @@ import torch
 from transformers import AutoModelForQuestionAnswering
 from transformers.pipelines.base import ChunkPipeline
 
+from .cuda_graphs import check_cuda_graphs, check_one_graph_lever, cuda_graph_module_calls
 from .modeling import QA_LAYOUTS
 from .qa import (
     DEFAULT_BUCKET_MULTIPLE,
@@ -119,6 +120,11 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             ``--compile_inference``). ``True`` is ``CompileConfig()``: inductor with
             ``mode="reduce-overhead"``, CUDA graphs on a GPU; pass ``{"backend": "eager"}`` to only check that a
             model compiles. The first calls at each new shape compile (seconds to minutes): time after a warm-up.
+        cuda_graphs (`bool`, defaults to False): capture the forward as one CUDA graph per batch shape and replay it
+            (:class:`biomamba_hf.cuda_graphs.CUDAGraphCalls`; the same lever as run_qa's ``--cuda_graphs_inference``).
+            Captures whatever kernels run (mamba-ssm's included, where ``torch.compile`` breaks the graph), so the
+            launch-bound forward of the Mamba family costs one launch. Needs the model on a CUDA device; not together
+            with ``compile`` (whose default mode already uses CUDA graphs). Buckets of 64 by default.
     """
 
     _load_tokenizer = True
@@ -171,6 +177,7 @@ class QuestionAnsweringPipeline(ChunkPipeline):
         handle_impossible_answer=None,
         pad_to_multiple_of=None,
         compile=None,
+        cuda_graphs=None,
         **kwargs,
     ):
         preprocess_params = {}
@@ -179,6 +186,8 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             forward_params["pad_to_multiple_of"] = check_pad_to_multiple_of(pad_to_multiple_of)
         if compile is not None:
             forward_params["compile_config"] = inference_compile_config(compile)
+        if cuda_graphs is not None:
+            forward_params["cuda_graphs"] = check_cuda_graphs(cuda_graphs, self.model.device)
         if max_seq_len is not None:
             forward_params["max_seq_len"] = max_seq_len  # the largest bucket
         if align_to_words is not None:
@@ -287,13 +296,14 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             item["is_last"] = w == num_windows - 1
             yield item
 
-    def _forward(self, inputs, pad_to_multiple_of=None, compile_config=None, max_seq_len=384):
+    def _forward(self, inputs, pad_to_multiple_of=None, compile_config=None, cuda_graphs=False, max_seq_len=384):
         model_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in inputs}
-        if pad_to_multiple_of is None and compile_config is not None:
+        check_one_graph_lever(compile_config, cuda_graphs)
+        if pad_to_multiple_of is None and (compile_config is not None or cuda_graphs):
             pad_to_multiple_of = DEFAULT_BUCKET_MULTIPLE
         if pad_to_multiple_of is not None:
             model_inputs = pad_to_bucket(model_inputs, pad_to_multiple_of, max_seq_len, self._pad_values)
-        with compiled_module_calls(self.model, compile_config):
+        with compiled_module_calls(self.model, compile_config), cuda_graph_module_calls(self.model, cuda_graphs):
             output = self.model(**model_inputs)
         return {
             "start_logits": output.start_logits,

@@ -572,12 +572,14 @@ def pipeline_nbest(
     device=None,
     pad_to_multiple_of: int | None = None,
     compile=None,
+    cuda_graphs: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
     """:func:`postprocess_predictions`'s output computed through ``pipeline("question-answering")`` instead.
 
     Slower (no cross-process batching) but independent of the Trainer; useful to check a saved checkpoint. Spans
-    are read at token boundaries (``align_to_words=False``), as the Trainer path reads them. ``pad_to_multiple_of``
-    and ``compile`` are the pipeline's arguments of those names (length buckets, a compiled forward).
+    are read at token boundaries (``align_to_words=False``), as the Trainer path reads them. ``pad_to_multiple_of``,
+    ``compile`` and ``cuda_graphs`` are the pipeline's arguments of those names (length buckets, a compiled
+    forward, replayed CUDA graphs).
     """
     from transformers import pipeline
 
@@ -588,6 +590,7 @@ def pipeline_nbest(
         device=device,
         pad_to_multiple_of=pad_to_multiple_of,
         compile=compile,
+        cuda_graphs=cuda_graphs,
     )
     inputs = [{"question": e["question"], "context": e["context"]} for e in examples]
     outputs = qa(
@@ -625,6 +628,7 @@ def predict_nbest(
     metric_key_prefix: str = "test",
     pad_to_multiple_of: int | None = None,
     compile=None,
+    cuda_graphs: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
     """The n-best answers of every row (SQuAD columns ``id``, ``question``, ``context``) with ``trainer.predict``.
 
@@ -638,13 +642,20 @@ def predict_nbest(
         compile: compile ``trainer.model``'s forward for this prediction only (:func:`inference_compile_config`;
             ``True``: inductor with ``mode="reduce-overhead"``, CUDA graphs on a GPU); the logits of each batch are
             copied out of the graph's memory (:func:`clone_logits`).
+        cuda_graphs: replay one CUDA graph per batch shape of ``trainer.model``'s forward for this prediction only
+            (:class:`biomamba_hf.cuda_graphs.CUDAGraphCalls`; CUDA only, not with ``compile``). Buckets of
+            :data:`DEFAULT_BUCKET_MULTIPLE` by default.
     """
     import datasets
     import numpy as np
 
+    from .cuda_graphs import check_cuda_graphs, check_one_graph_lever, cuda_graph_module_calls
+
     compile_config = inference_compile_config(compile)
+    cuda_graphs = check_cuda_graphs(cuda_graphs, trainer.args.device) if cuda_graphs else False
+    check_one_graph_lever(compile_config, cuda_graphs)
     multiple = check_pad_to_multiple_of(pad_to_multiple_of)
-    if multiple is None and compile_config is not None:
+    if multiple is None and (compile_config is not None or cuda_graphs):
         multiple = DEFAULT_BUCKET_MULTIPLE
 
     columns = {key: [row[key] for row in rows] for key in ("id", "question", "context")}
@@ -673,7 +684,7 @@ def predict_nbest(
             clone_logits if hook is None else (lambda logits, labels: hook(clone_logits(logits), labels))
         )
     try:
-        with compiled_module_calls(trainer.model, compile_config):
+        with compiled_module_calls(trainer.model, compile_config), cuda_graph_module_calls(trainer.model, cuda_graphs):
             output = trainer.predict(dataset, metric_key_prefix=metric_key_prefix)
     finally:
         trainer.preprocess_logits_for_metrics = hook

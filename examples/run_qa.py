@@ -79,6 +79,14 @@ class ModelArguments(HubLoadingArguments):
             "GPU, any model; windows are padded to length buckets (--inference_pad_to_multiple_of, default 64)."
         },
     )
+    cuda_graphs_inference: bool = field(
+        default=False,
+        metadata={
+            "help": "Predict (--do_eval/--do_predict) by replaying one CUDA graph per batch shape "
+            "(biomamba_hf.cuda_graphs): captures mamba-ssm's kernels too; CUDA only, not with --compile_inference; "
+            "windows are padded to length buckets (--inference_pad_to_multiple_of, default 64)."
+        },
+    )
     use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of all weights."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
@@ -109,6 +117,11 @@ class ModelArguments(HubLoadingArguments):
 
         if self.qa_layout is not None:
             check_qa_layout(self.qa_layout, "--qa_layout")
+        if self.compile_inference and self.cuda_graphs_inference:
+            raise ValueError(
+                "Pass either --compile_inference or --cuda_graphs_inference, not both (compile's reduce-overhead "
+                "mode already replays CUDA graphs)."
+            )
 
     @property
     def lora_targets(self) -> list[str] | None:
@@ -302,6 +315,10 @@ def main(argv: list[str] | None = None) -> dict:
             "--push_to_hub with --use_lora would upload the adapter, not the merged model this script saves: train "
             "without --push_to_hub, then upload the output folder with examples/push_to_hub.py."
         )
+    if model_args.cuda_graphs_inference and (training_args.do_eval or training_args.do_predict):
+        from biomamba_hf.cuda_graphs import check_cuda_graphs
+
+        check_cuda_graphs(True, training_args.device, "--cuda_graphs_inference")
     # Before any data is read: model sources, output dir (writable, locked, what to resume, recorded arguments).
     run = start_run(training_args, model_args, data_args)
     checkpoint = run.checkpoint
@@ -330,6 +347,7 @@ def main(argv: list[str] | None = None) -> dict:
     predict_kwargs = {  # inference levers, the same for every model
         "pad_to_multiple_of": data_args.inference_pad_to_multiple_of,
         "compile": model_args.compile_inference,
+        "cuda_graphs": model_args.cuda_graphs_inference,
     }
     if training_args.should_log:
         from biomamba_hf.ops import code_path_label
