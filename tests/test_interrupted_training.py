@@ -324,6 +324,85 @@ def test_a_non_finite_gradient_with_a_finite_loss_also_stops_training(tmp_path, 
     assert last_complete_checkpoint(tmp_path / "out") == str(tmp_path / "out" / "checkpoint-2")
 
 
+def _parameters_with_gradients(count: int):
+    """A module of ``count`` parameters of mixed dtypes and shapes (a scalar and an empty one among them), each with
+    a finite gradient."""
+    import torch
+
+    dtypes = [torch.float32, torch.bfloat16, torch.float64, torch.float16]
+    shapes = [(7, 5), (), (0,), (300,)]
+    module = torch.nn.Module()
+    for i in range(count):
+        parameter = torch.nn.Parameter(torch.zeros(shapes[i % 4], dtype=dtypes[(i // 4) % 4]))
+        parameter.grad = torch.randn(parameter.shape, dtype=torch.float32).to(parameter.dtype)
+        module.register_parameter(f"p{i}", parameter)
+    return module
+
+
+def _pre_optimizer_step(callback, module, tmp_path, losses=()):
+    from types import SimpleNamespace
+
+    callback._losses = [loss.reshape(-1)[:1] for loss in losses]
+    args = SimpleNamespace(fp16=False, output_dir=str(tmp_path))
+    callback.on_pre_optimizer_step(args, SimpleNamespace(global_step=6), None, model=module)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_every_non_finite_gradient_element_of_every_dtype_is_caught_before_the_optimizer_step(tmp_path, value):
+    """The one fused check per step still sees a single bad element in any gradient (mixed dtypes, scalars)."""
+    import torch
+
+    from biomamba_hf.reliability import NonFiniteLossCallback, NonFiniteLossError
+
+    module = _parameters_with_gradients(16)
+    callback = NonFiniteLossCallback()
+    _pre_optimizer_step(callback, module, tmp_path, [torch.tensor(2.5)])  # all finite: no stop
+    for parameter in module.parameters():
+        if parameter.numel() == 0:
+            continue
+        saved = parameter.grad.clone()
+        parameter.grad.view(-1)[-1] = value
+        with pytest.raises(NonFiniteLossError, match=r"step 7: the gradients hold NaN or infinite values \(losses "):
+            _pre_optimizer_step(callback, module, tmp_path, [torch.tensor(2.5)])
+        parameter.grad = saved
+    with pytest.raises(NonFiniteLossError, match=rf"step 7: the training loss is 2.5, {value} \(one value per"):
+        _pre_optimizer_step(callback, module, tmp_path, [torch.tensor(2.5), torch.tensor(value)])
+    # finite values beyond the float32 range (float64 gradients) and at the float16 limit are not flagged
+    module.p8.grad.fill_(1e300)
+    module.p12.grad.fill_(65504.0)
+    _pre_optimizer_step(callback, module, tmp_path, [torch.tensor(2.5)])
+
+
+def test_the_non_finite_check_costs_a_fixed_number_of_operations_and_one_host_sync_per_step(tmp_path):
+    """Guards the per-step cost: it was two kernels per gradient (hundreds for Mamba2-130m); now it is a fixed
+    handful of operations whatever the number of parameters, and a single read of the result (``.item()``)."""
+    import collections
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from biomamba_hf.reliability import NonFiniteLossCallback
+
+    class CountOps(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops[str(func.overloadpacket)] += 1
+            return func(*args, **(kwargs or {}))
+
+    counts = {}
+    for count in (16, 256):
+        module = _parameters_with_gradients(count)
+        with CountOps() as mode:
+            _pre_optimizer_step(NonFiniteLossCallback(), module, tmp_path, [torch.tensor(1.0), torch.tensor(2.0)])
+        counts[count] = mode.ops
+    assert counts[16] == counts[256], counts
+    assert counts[256]["aten._local_scalar_dense"] == 1  # .item(), bool(tensor), float(tensor): host syncs
+    assert sum(counts[256].values()) <= 30, counts[256]  # 4 dtype groups: ~26, of which 7 build the test's losses
+
+
 # ---------------------------------------------------------------- marked checkpoints changed later, full disks
 
 
