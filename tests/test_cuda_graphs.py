@@ -180,7 +180,7 @@ def _ranked(answers):
 @pytest.mark.parametrize("family", ["mamba", "mamba2"])
 def test_the_pipeline_replays_one_graph_per_bucket_shape(family, tokenizer, simulated_graphs):
     prepare_tokenizer_for_qa(tokenizer)
-    qa = pipeline("question-answering", model=_model(family, len(tokenizer)), tokenizer=tokenizer)
+    qa = pipeline("question-answering", model=_model(family, len(tokenizer)), tokenizer=tokenizer, device="cpu")
     options = {"top_k": 3, "max_seq_len": 40, "doc_stride": 10, "batch_size": 3, "pad_to_multiple_of": 16}
     eager = qa(EXAMPLES, **options)
     graphed = qa(EXAMPLES, cuda_graphs=True, **options)
@@ -194,8 +194,8 @@ def test_the_pipeline_refuses_graphs_on_a_cpu_and_with_compile(tokenizer):
     prepare_tokenizer_for_qa(tokenizer)
     model = _model("mamba", len(tokenizer))
     with pytest.raises(ValueError, match=r"cuda_graphs needs the model on a CUDA device, but it runs on cpu"):
-        pipeline("question-answering", model=model, tokenizer=tokenizer, cuda_graphs=True)
-    qa = pipeline("question-answering", model=model, tokenizer=tokenizer)
+        pipeline("question-answering", model=model, tokenizer=tokenizer, device="cpu", cuda_graphs=True)
+    qa = pipeline("question-answering", model=model, tokenizer=tokenizer, device="cpu")
     with pytest.raises(ValueError, match=r"cuda_graphs needs the model on a CUDA device"):
         qa(question=QUESTION, context=CONTEXT, cuda_graphs=True)
 
@@ -208,7 +208,7 @@ def test_predict_nbest_with_graphs_gives_the_same_answers(tokenizer, tmp_path, s
 
     qa_tokenizer = prepare_tokenizer_for_qa(tokenizer)
     model = _model("mamba", len(qa_tokenizer))
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to="none")
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to="none", use_cpu=True)
     trainer = Trainer(model=model, args=args, data_collator=padding_collator(qa_tokenizer))
     rows = [
         {"id": "a", "question": QUESTION, "context": CONTEXT * 3},
@@ -228,6 +228,11 @@ def test_predict_nbest_with_graphs_gives_the_same_answers(tokenizer, tmp_path, s
 # ---------------------------------------------------------------------------------------------- real graphs, GPU
 
 
+#: A tiny Mamba-2 the kernels take: causal-conv1d wants the in_proj width (2 x 128 + 2 x 16 + 8 heads = 296) a
+#: multiple of 8, mamba-ssm's Triton kernels chunks of at least 16 tokens.
+MAMBA2_KERNEL_SHAPE = {"hidden_size": 64, "head_dim": 16, "num_heads": 8, "chunk_size": 16}
+
+
 def gpu(test):
     return pytest.mark.gpu(
         pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")(test)
@@ -238,7 +243,7 @@ def gpu(test):
 @pytest.mark.parametrize("family", ["mamba", "mamba2", "bert"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_gpu_replays_equal_the_eager_forward(family, dtype):
-    overrides = {"bert": {}, "mamba": {}, "mamba2": {"chunk_size": 16, "head_dim": 32, "hidden_size": 64}}[family]
+    overrides = {"bert": {}, "mamba": {}, "mamba2": MAMBA2_KERNEL_SHAPE}[family]
     model = _model(family, device="cuda", **overrides).to(dtype)
     calls = CUDAGraphCalls(model)
     with torch.inference_mode():
@@ -256,8 +261,20 @@ def test_gpu_replays_equal_the_eager_forward(family, dtype):
 @gpu
 def test_gpu_pipeline_answers_equal_with_graphs(tokenizer):
     prepare_tokenizer_for_qa(tokenizer)
-    model = _model("mamba2", len(tokenizer), device="cuda", chunk_size=16, head_dim=32, hidden_size=64)
+    model = _model("mamba2", len(tokenizer), device="cuda", **MAMBA2_KERNEL_SHAPE)
     qa = pipeline("question-answering", model=model, tokenizer=tokenizer, device=0)
     options = {"top_k": 3, "max_seq_len": 40, "doc_stride": 10, "batch_size": 3, "pad_to_multiple_of": 16}
     eager = qa(EXAMPLES, **options)
     assert _ranked(qa(EXAMPLES, cuda_graphs=True, **options)) == _ranked(eager)
+
+
+def test_run_qa_refuses_what_the_graph_lever_cannot_do_before_any_work(tmp_path):
+    from helpers import example_script
+
+    base = ["--model_name_or_path", "some/model", "--output_dir", str(tmp_path / "out"), "--do_eval"]
+    with example_script("run_qa") as module:
+        with pytest.raises(ValueError, match="Pass either --compile_inference or --cuda_graphs_inference, not both"):
+            module.parse_args([*base, "--compile_inference", "--cuda_graphs_inference"])
+        with pytest.raises(ValueError, match=r"--cuda_graphs_inference needs the model on a CUDA device, but it runs on cpu"):
+            module.main([*base, "--cuda_graphs_inference", "--use_cpu"])
+    assert not (tmp_path / "out").exists()
