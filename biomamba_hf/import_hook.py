@@ -42,9 +42,12 @@ def register_when_ready() -> None:
     _state["running"] = True
     try:
         from .ops import enable_fast_scan
+        from .patches import route_non_cuda_calls_to_reference
         from .registration import register
 
         register()
+        # Where mamba-ssm / causal-conv1d are installed, a model on the CPU must not reach their CUDA-only kernels.
+        route_non_cuda_calls_to_reference()
         # Without the mamba-ssm CUDA kernels, route Mamba's selective scan to the package's portable chunked scan
         # (BIOMAMBA_FAST_SCAN=0 or biomamba_hf.ops.disable_fast_scan() turn it off).
         enable_fast_scan()

@@ -112,6 +112,92 @@ def patch_mamba2_portable_ssd(install: bool) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Kernel functions called with tensors off CUDA
+# --------------------------------------------------------------------------------------------------------------------
+
+#: The module-level functions of transformers' Mamba / Mamba-2 modeling that bind to a CUDA-only kernel package when
+#: it is installed (transformers 5.17 to 5.24: ``use_kernel_func_from_hub_with_fallback``). The selective scan and
+#: Mamba-2's chunk scan and convolution are not listed: :mod:`biomamba_hf.ops` dispatches those by device already.
+CUDA_ONLY_KERNEL_FUNCTIONS = {
+    "transformers.models.mamba.modeling_mamba": (
+        "causal_conv1d_fn",
+        "causal_conv1d_update",
+        "mamba_inner_fn",
+        "mamba_selective_state_update",
+    ),
+    "transformers.models.mamba2.modeling_mamba2": (
+        "causal_conv1d_update",
+        "mamba2_split_conv1d_scan_combined",
+        "mamba2_selective_state_update",
+    ),
+}
+
+
+def hub_kernel_binding(function):
+    """``(kernel_bound, reference)`` of a function built by transformers' ``use_kernel_func_from_hub_with_fallback``:
+    whether it calls the kernel package's implementation, and transformers' PyTorch reference it falls back to
+    (read from the wrapper's closure; ``(None, None)`` for anything else)."""
+    import inspect
+
+    try:
+        bound = inspect.getclosurevars(function).nonlocals
+    except (TypeError, ValueError):
+        return None, None
+    if "is_new_implementation" not in bound or not callable(bound.get("torch_function")):
+        return None, None
+    return bool(bound["is_new_implementation"]), bound["torch_function"]
+
+
+def _first_tensor(args, kwargs):
+    import torch
+
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            return value
+    return None
+
+
+def route_non_cuda_calls_to_reference() -> list[str]:
+    """Calls of the kernel-bound functions in :data:`CUDA_ONLY_KERNEL_FUNCTIONS` with tensors off CUDA go to
+    transformers' PyTorch reference instead of the kernel; idempotent; returns the names guarded now.
+
+    Checked on transformers 5.17 and 5.24: the functions are bound once, at import, to mamba-ssm / causal-conv1d
+    when those are installed, whatever device a model later runs on, so a Mamba model on the CPU of a machine with
+    the kernels failed (``Expected x.is_cuda() to be true``) in its convolution, its fused training path or its
+    decoding step. CUDA calls are unchanged; the references of the fused paths return ``None``, which sends
+    transformers to its unfused path, as on a machine without the kernels.
+    """
+    import importlib
+
+    guarded = []
+    for module_name, names in CUDA_ONLY_KERNEL_FUNCTIONS.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            function = getattr(module, name, None)
+            if function is None or getattr(function, "_biomamba_device_guard", False):
+                continue
+            kernel_bound, reference = hub_kernel_binding(function)
+            if not kernel_bound:
+                continue
+            setattr(module, name, _device_guard(function, reference))
+            guarded.append(f"{module_name.rsplit('.', 1)[-1]}.{name}")
+    return guarded
+
+
+def _device_guard(kernel_function, reference):
+    def guarded(*args, **kwargs):
+        tensor = _first_tensor(args, kwargs)
+        if tensor is None or tensor.device.type == "cuda":
+            return kernel_function(*args, **kwargs)
+        return reference(*args, **kwargs)
+
+    guarded.__name__ = guarded.__qualname__ = getattr(kernel_function, "__name__", "kernel_function")
+    guarded.__wrapped__ = kernel_function
+    guarded._biomamba_device_guard = True
+    return guarded
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # LoRA on Mamba's fused training path
 # --------------------------------------------------------------------------------------------------------------------
 

@@ -275,6 +275,8 @@ def test_run_qa_refuses_what_the_graph_lever_cannot_do_before_any_work(tmp_path)
     with example_script("run_qa") as module:
         with pytest.raises(ValueError, match="Pass either --compile_inference or --cuda_graphs_inference, not both"):
             module.parse_args([*base, "--compile_inference", "--cuda_graphs_inference"])
-        with pytest.raises(ValueError, match=r"--cuda_graphs_inference needs the model on a CUDA device, but it runs on cpu"):
+        with pytest.raises(
+            ValueError, match=r"--cuda_graphs_inference needs the model on a CUDA device, but it runs on cpu"
+        ):
             module.main([*base, "--cuda_graphs_inference", "--use_cpu"])
     assert not (tmp_path / "out").exists()

@@ -87,3 +87,64 @@ def test_mamba2_mixer_has_a_hook_point():
         assert callable(getattr(mixer, "torch_forward", None)), (
             "Mamba2 has neither mamba2_chunk_scan nor torch_forward"
         )
+
+
+def test_every_cuda_only_kernel_function_is_a_hub_fallback_function_looked_up_at_call_time():
+    """The names route_non_cuda_calls_to_reference guards exist, are built by transformers'
+    use_kernel_func_from_hub_with_fallback (their reference is readable) and are called by name from the mixers."""
+    import importlib
+
+    for module_name, names in patches.CUDA_ONLY_KERNEL_FUNCTIONS.items():
+        module = importlib.import_module(module_name)
+        source = inspect.getsource(module)
+        for name in names:
+            function = getattr(module, name)
+            if getattr(function, "_biomamba_device_guard", False):  # guarded already (a machine with the kernels)
+                function = function.__wrapped__
+            kernel_bound, reference = patches.hub_kernel_binding(function)
+            assert kernel_bound is not None and callable(reference), (
+                f"{module_name}.{name} is no hub fallback function"
+            )
+            assert f"= {name}(" in source or f" {name}(" in source.split("class ", 1)[1], (
+                f"{name} is not called by name"
+            )
+
+
+def test_a_model_on_the_cpu_never_reaches_a_cuda_only_kernel(monkeypatch):
+    """A machine with causal-conv1d installed: transformers binds causal_conv1d_fn to the kernel at import, and a
+    Mamba model on the CPU then failed in its convolution. The kernel is stood in for by a fake package that fails on
+    CPU tensors as the real one does, bound by transformers' own decorator."""
+    import sys
+    import types
+
+    import torch
+    from helpers import tiny_config
+    from transformers import MambaForCausalLM
+    from transformers.integrations.hub_kernels import use_kernel_func_from_hub_with_fallback
+
+    _, reference = patches.hub_kernel_binding(modeling_mamba.causal_conv1d_fn)
+    calls = []
+
+    def cuda_only_kernel(x, *args, **kwargs):
+        calls.append(x.device.type)
+        if x.device.type != "cuda":
+            raise RuntimeError("Expected x.is_cuda() to be true, but got false.")
+        return reference(x, *args, **kwargs)
+
+    monkeypatch.setitem(sys.modules, "fake_causal_conv1d", types.SimpleNamespace(causal_conv1d_fn=cuda_only_kernel))
+    kernel_bound = use_kernel_func_from_hub_with_fallback("causal_conv1d_fn", "fake_causal_conv1d")(reference)
+    assert patches.hub_kernel_binding(kernel_bound)[0] is True
+
+    torch.manual_seed(0)
+    model = MambaForCausalLM(tiny_config(64)).eval()
+    ids = torch.randint(2, 64, (2, 12))
+    with torch.no_grad():
+        expected = model(ids).logits
+        monkeypatch.setattr(modeling_mamba, "causal_conv1d_fn", kernel_bound)
+        with pytest.raises(RuntimeError, match="is_cuda"):
+            model(ids)  # what a user of such a machine got
+        assert "modeling_mamba.causal_conv1d_fn" in patches.route_non_cuda_calls_to_reference()
+        assert "modeling_mamba.causal_conv1d_fn" not in patches.route_non_cuda_calls_to_reference()  # idempotent
+        calls.clear()
+        torch.testing.assert_close(model(ids).logits, expected, rtol=0, atol=0)
+    assert calls == []  # the kernel was not called with CPU tensors

@@ -523,12 +523,11 @@ def _torch_forward_replacement(original):
 def _kernel_binding(original) -> bool:
     """Whether transformers bound one of its ``use_kernel_func_from_hub_with_fallback`` functions to the kernel
     package (mamba-ssm, causal-conv1d) rather than to its reference."""
-    try:
-        bound = inspect.getclosurevars(original).nonlocals
-    except (TypeError, ValueError):
-        bound = {}
-    if "is_new_implementation" in bound:
-        return bool(bound["is_new_implementation"])
+    from ..patches import hub_kernel_binding
+
+    kernel_bound, _ = hub_kernel_binding(original)
+    if kernel_bound is not None:
+        return kernel_bound
     # transformers' bare reference function (no wrapper): not a kernel; an unknown wrapper: keep it where kernels run
     return not getattr(original, "__module__", "").startswith("transformers.")
 
