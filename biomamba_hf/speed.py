@@ -13,6 +13,7 @@ from .data.clm import IGNORE_INDEX
 
 __all__ = [
     "CHUNKED_CE_IMPLEMENTATIONS",
+    "cache_triton_autotuning",
     "causal_lm_loss",
     "check_chunked_loss_model",
     "chunked_linear_cross_entropy",
@@ -23,6 +24,39 @@ __all__ = [
 
 #: ``implementation`` values of :func:`chunked_linear_cross_entropy`.
 CHUNKED_CE_IMPLEMENTATIONS = ("auto", "torch", "liger")
+
+
+#: Triton's switch for keeping autotuning results on disk (read when a ``@triton.autotune`` kernel is defined).
+TRITON_AUTOTUNE_CACHE_ENV = "TRITON_CACHE_AUTOTUNING"
+_OFF = {"0", "false", "no", "off"}
+
+
+def cache_triton_autotuning() -> int:
+    """Let later processes reuse the Triton autotuning of mamba-ssm's Mamba-2 kernels; returns the number of its
+    already-defined autotuners switched on (0 when none is imported yet or the user turned the cache off).
+
+    Each process autotunes mamba-ssm's 15 Triton SSD kernels once: 13 s at run_clm's shapes, 65-100 s at run_qa's on
+    an H200 (``TRITON_PRINT_AUTOTUNING=1``, BENCHMARKS.md, sixth session), most of a BioASQ fine-tuning run. Triton
+    keeps autotuning results on disk (next to its compiled kernels) only with ``TRITON_CACHE_AUTOTUNING=1``, which it
+    reads when each kernel is defined, i.e. when mamba-ssm is imported: this sets that default for kernels not yet
+    imported and switches the cache on for those already defined. An explicit ``TRITON_CACHE_AUTOTUNING=0`` is
+    respected. The example scripts call it at start. Disk results are keyed by the kernel's source, its autotuning
+    key and the device, as Triton's own cache is.
+    """
+    import os
+    import sys
+
+    if os.environ.setdefault(TRITON_AUTOTUNE_CACHE_ENV, "1").strip().lower() in _OFF:
+        return 0
+    switched = 0
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith("mamba_ssm.ops.triton"):
+            continue
+        for value in list(vars(module).values()):
+            if type(value).__name__ == "Autotuner" and getattr(value, "cache_results", True) is False:
+                value.cache_results = True
+                switched += 1
+    return switched
 
 
 def liger_available() -> bool:

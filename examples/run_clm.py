@@ -391,11 +391,12 @@ def main(argv: list[str] | None = None) -> dict:
         start_run,
         tokens_per_optimizer_step,
     )
-    from biomamba_hf.speed import check_chunked_loss_model
+    from biomamba_hf.speed import cache_triton_autotuning, check_chunked_loss_model
     from biomamba_hf.trainer import CausalLMTrainer, ThroughputCallback, check_loss_chunking, perplexity
 
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args, logger)
+    cache_triton_autotuning()  # mamba-ssm's Mamba-2 kernels: autotune once per machine, not once per run
     check_world_size(training_args)
     check_loss_chunking(training_args)  # before any data is read
     if not (training_args.do_train or training_args.do_eval):

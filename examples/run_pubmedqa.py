@@ -128,10 +128,12 @@ def main(argv: list[str] | None = None) -> dict:
     from biomamba_hf.data.pubmedqa import LABELS, classification_metrics, encode_pubmedqa, load_pubmedqa
     from biomamba_hf.reliability import reliability_callbacks
     from biomamba_hf.script_utils import existing_data_path, setup_logging, start_run
+    from biomamba_hf.speed import cache_triton_autotuning
     from biomamba_hf.trainer import BiomambaTrainer, padding_collator
 
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args, logger)
+    cache_triton_autotuning()  # mamba-ssm's Mamba-2 kernels: autotune once per machine, not once per run
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
     # A missing data folder is named with where relative paths are read from, before the output dir is touched.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import os
 
 import pytest
 import torch
@@ -371,3 +372,44 @@ def test_chunked_loss_check_reads_the_forward_signature_once_per_class(monkeypat
     for _ in range(3):
         causal_lm_loss(model, batch, chunk_size=4)
     assert reads == [NoLogitsToKeep.forward, Plain.forward]
+
+
+def test_cache_triton_autotuning_sets_the_default_and_switches_defined_autotuners(monkeypatch):
+    """Kernels defined later read TRITON_CACHE_AUTOTUNING=1; mamba-ssm autotuners already defined (a stand-in of
+    Triton's Autotuner class, by name) are switched on; an explicit 0 is respected."""
+    import sys
+    import types
+
+    from biomamba_hf.speed import TRITON_AUTOTUNE_CACHE_ENV, cache_triton_autotuning
+
+    Autotuner = type("Autotuner", (), {})
+    defined, other = Autotuner(), Autotuner()
+    defined.cache_results = other.cache_results = False
+    monkeypatch.setitem(sys.modules, "mamba_ssm.ops.triton.ssd_fake", types.SimpleNamespace(kernel=defined))
+    monkeypatch.setitem(sys.modules, "some_other_package.kernels", types.SimpleNamespace(kernel=other))
+
+    monkeypatch.setenv(TRITON_AUTOTUNE_CACHE_ENV, "0")
+    assert cache_triton_autotuning() == 0 and defined.cache_results is False
+
+    monkeypatch.delenv(TRITON_AUTOTUNE_CACHE_ENV)
+    assert cache_triton_autotuning() == 1
+    assert os.environ[TRITON_AUTOTUNE_CACHE_ENV] == "1"
+    assert defined.cache_results is True and other.cache_results is False
+    assert cache_triton_autotuning() == 0  # already on
+
+
+@pytest.mark.parametrize("script", ["run_clm", "run_qa", "run_pubmedqa"])
+def test_every_training_script_caches_triton_autotuning(script, tmp_path, monkeypatch):
+    """Each script sets the autotuning cache at start (seen through a run refused right after setup)."""
+    from helpers import example_script
+
+    from biomamba_hf.speed import TRITON_AUTOTUNE_CACHE_ENV
+
+    monkeypatch.delenv(TRITON_AUTOTUNE_CACHE_ENV, raising=False)
+    args = ["--model_name_or_path", "some/model", "--output_dir", str(tmp_path / "out")]
+    if script == "run_clm":
+        (tmp_path / "train.txt").write_text("Aspirin inhibits cyclooxygenase.\n")
+        args += ["--train_file", str(tmp_path / "train.txt")]
+    with example_script(script) as module, pytest.raises(ValueError, match="Nothing to do"):
+        module.main(args)
+    assert os.environ.get(TRITON_AUTOTUNE_CACHE_ENV) == "1"
