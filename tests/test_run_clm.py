@@ -457,12 +457,34 @@ def test_accelerate_configs_load(name, distributed_type):
     config = load_config_from_file(str(ROOT / "examples" / "accelerate" / name))
     assert config.distributed_type.value == distributed_type
     if config.fsdp_config:
-        from transformers.models.mamba import modeling_mamba
-
-        assert hasattr(modeling_mamba, config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"])
+        _check_fsdp_wraps_blocks_of_both_families(config.fsdp_config)
     if config.deepspeed_config:
         ds = json.loads((ROOT / config.deepspeed_config["deepspeed_config_file"]).read_text())
         assert ds["zero_optimization"]["stage"] == 2 and ds["gradient_accumulation_steps"] == "auto"
+
+
+def _check_fsdp_wraps_blocks_of_both_families(fsdp_config):
+    """accelerate's own FSDP2 wrap policy, built from the file's settings, finds blocks to shard in a Mamba and in a
+    Mamba-2 model (a layer class named in the file that one family lacks makes accelerate refuse that family)."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+    from helpers import tiny_config, tiny_mamba2_config
+    from transformers import Mamba2ForCausalLM, MambaForCausalLM
+
+    assert fsdp_config["fsdp_version"] == 2
+    plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=2,
+        auto_wrap_policy=fsdp_config["fsdp_auto_wrap_policy"].lower(),
+        transformer_cls_names_to_wrap=fsdp_config.get("fsdp_transformer_layer_cls_to_wrap"),
+    )
+    for model_class, make_config, block in (
+        (MambaForCausalLM, tiny_config, "MambaBlock"),
+        (Mamba2ForCausalLM, tiny_mamba2_config, "Mamba2Block"),
+    ):
+        model = model_class(make_config(100))
+        policy = fsdp2_prepare_auto_wrap_policy(plugin, model)
+        wrapped = [type(module).__name__ for module in model.modules() if policy(module)]
+        assert wrapped.count(block) == model.config.num_hidden_layers, (model_class.__name__, wrapped)
 
 
 def test_chunked_loss_is_refused_under_data_parallel(run_clm, monkeypatch, tmp_path, corpus):
