@@ -22,3 +22,16 @@ def test_the_fine_tuning_scripts_refuse_hub_token_too(script, tmp_path):
                 ]
             )
     assert not (tmp_path / "out").exists()
+
+
+def test_every_test_that_reliability_md_cites_exists():
+    """RELIABILITY.md backs each line with `tests/<file>::<test>`: every one of them must exist."""
+    import re
+
+    from helpers import ROOT
+
+    text = (ROOT / "RELIABILITY.md").read_text()
+    cited = re.findall(r"`(test_[a-z_0-9]+\.py)::(test_[A-Za-z_0-9]+)", text)
+    assert len(cited) > 20
+    missing = [f"{f}::{t}" for f, t in cited if f"def {t}(" not in (ROOT / "tests" / f).read_text()]
+    assert not missing, f"RELIABILITY.md cites tests that do not exist: {missing}"
