@@ -9,7 +9,12 @@
 #   bash scripts/gpu_mamba2.sh decompose    # where run_clm loses the bare loop's tokens/s: loop vs Trainer vs run_clm's data
 #                                           # path and callbacks, Mamba2-130m / Mamba-130m / GPT-2 124M, liger for all
 #   bash scripts/gpu_mamba2.sh qa_inference # QA pipeline and bare forward, Mamba / Mamba-2 / BERT-base, levers plain,
-#                                           # buckets, compile (benchmarks/bench_qa_pipeline.py, bf16, batch 32)
+#                                           # buckets, compile, cuda_graphs (benchmarks/bench_qa_pipeline.py, bf16,
+#                                           # batch 32, best of 3 timed passes)
+#   bash scripts/gpu_mamba2.sh throughput_compile  # the throughput pair with Trainer's torch.compile for both
+#   bash scripts/gpu_mamba2.sh autotune_cache      # run_qa on a random Mamba2-130m twice: does the second process skip
+#                                                  # mamba-ssm's Triton autotuning (TRITON_CACHE_AUTOTUNING, set by the
+#                                                  # scripts)? prints each run's train_runtime and autotuning count
 #   bash scripts/gpu_mamba2.sh all
 # The kernels must be built first (bash .gpu/build_kernels.sh); data travels in .gpu/data (scripts/gpu_clm.sh prepare,
 # plus bioasq/ and pmc_fulltext/). Environment: OUT (results, default outputs/gpu_mamba2), STEPS (quality: optimizer
@@ -64,7 +69,28 @@ decompose() {
 qa_inference() {
   echo "=== QA inference levers (benchmarks/bench_qa_pipeline.py) ==="
   timeout 560 python3 benchmarks/bench_qa_pipeline.py --data_dir "$DATA" --dtypes bfloat16 --batch_sizes 32 --num_questions 256 \
-    2>&1 | tee "$OUT/qa_pipeline.txt"
+    --levers plain,buckets,cuda_graphs,compile --repeats 3 --markdown_out "$OUT/qa_pipeline.md" 2>&1 | tee "$OUT/qa_pipeline.txt"
+}
+
+throughput_compile() {
+  echo "=== run_clm throughput, $TP_STEPS steps of 65,536 tokens, Mamba2-130m vs GPT-2 124M, torch.compile for both ==="
+  "${BENCH[@]}" --models mamba2,gpt2 --regimes tokens --qa_sets "" --max_steps "$TP_STEPS" --tokens_per_step 65536 \
+    --torch_compile --out_dir "$OUT/throughput_compile" --markdown_out "$OUT/throughput_compile.md" \
+    ${DEADLINE:+--deadline_seconds "$DEADLINE"}
+}
+
+autotune_cache() {
+  echo "=== mamba-ssm Triton autotuning across processes (run_qa, random Mamba2-130m, 30 steps, twice) ==="
+  local shape="hidden_size=768,num_hidden_layers=24,state_size=128,head_dim=64,num_heads=24,expand=2,n_groups=1"
+  shape="$shape,chunk_size=256,vocab_size=50288,tie_word_embeddings=true"
+  for run in first second; do
+    TRITON_PRINT_AUTOTUNING=1 python3 examples/run_qa.py examples/configs/bioasq_4b.yaml --data_dir "$DATA" \
+      --model_type mamba2 --config_overrides "$shape" --tokenizer_name "$DATA/tokenizers/gpt-neox-20b" \
+      --max_steps 30 --do_eval false --eval_before_train false --bf16 true --report_to none --disable_tqdm true \
+      --output_dir "$OUT/autotune_cache_$run" --overwrite_output_dir true > "$OUT/autotune_cache_$run.log" 2>&1
+    echo "$run run: rc $?, $(grep -c 'finished after' "$OUT/autotune_cache_$run.log") autotunings," \
+      "$(grep -o "'train_runtime': '[0-9.]*'" "$OUT/autotune_cache_$run.log")" | tee -a "$OUT/autotune_cache.txt"
+  done
 }
 
 case "$MODE" in
@@ -73,6 +99,8 @@ case "$MODE" in
   quality) quality ;;
   decompose) decompose ;;
   qa_inference) qa_inference ;;
+  throughput_compile) throughput_compile ;;
+  autotune_cache) autotune_cache ;;
   all) checks; throughput; decompose; qa_inference; quality ;;
-  *) echo "usage: bash scripts/gpu_mamba2.sh {checks|throughput|quality|decompose|qa_inference|all}" >&2; exit 2 ;;
+  *) echo "usage: bash scripts/gpu_mamba2.sh {checks|throughput|throughput_compile|quality|decompose|qa_inference|autotune_cache|all}" >&2; exit 2 ;;
 esac
