@@ -13,7 +13,10 @@ What a graph needs, and what :class:`CUDAGraphCalls` does about it:
 - fixed addresses: inputs are copied into buffers captured with the graph, and outputs are copied out of the graph's
   memory after each replay (the next replay overwrites it);
 - no host synchronisation inside the forward (transformers skips its mask shortcuts while a stream captures);
-- inference only: a graph cannot record autograd, so calls with gradients enabled are refused.
+- inference only: a graph cannot record autograd, so calls with gradients enabled are refused;
+- the same weights: a graph reads parameters and buffers at the addresses they had at capture. In-place updates
+  (an optimizer step) are seen by the next replay; a parameter or buffer replaced by another tensor (``model.to``,
+  a LoRA merge, loading a state dict with ``assign=True``) drops every graph, and the next call captures anew.
 
 Captured graphs share one memory pool. Warm-up calls run before each capture (on a side stream, as PyTorch
 recommends): they autotune and compile mamba-ssm's Triton kernels for the shape, which must not happen inside a
@@ -97,6 +100,7 @@ class CUDAGraphCalls:
         self.replays = 0
         self._graphs: dict[tuple, tuple] = {}
         self._pool = None
+        self._weights = None  # the addresses, dtypes and shapes of the weights the graphs read
 
     # -- the key of a call ---------------------------------------------------------------------------------------
     def _describe(self, name, value):
@@ -132,6 +136,10 @@ class CUDAGraphCalls:
         autocast = torch.is_autocast_enabled("cuda")
         return described, autocast, torch.get_autocast_dtype("cuda") if autocast else None
 
+    def _weights_signature(self) -> tuple:
+        tensors = (*self.module.parameters(), *self.module.buffers())
+        return tuple((t.data_ptr(), t.dtype, tuple(t.shape)) for t in tensors)
+
     # -- capture and replay ----------------------------------------------------------------------------------------
     def _run(self, args, kwargs):
         return self.module._call_impl(*args, **kwargs)
@@ -163,6 +171,11 @@ class CUDAGraphCalls:
             )
         key = self._key(args, kwargs)
         tensors = self._tensors(args, kwargs)
+        weights = self._weights_signature()
+        if weights != self._weights:  # new weight tensors: graphs would read freed memory
+            self._graphs.clear()
+            self._pool = None
+            self._weights = weights
         # Buffers and replays live in inference mode whatever the caller's no-grad flavour; the copies returned
         # are made in the caller's mode.
         with torch.inference_mode():

@@ -86,6 +86,27 @@ def test_one_graph_per_shape_and_every_replay_reads_the_new_inputs():
     assert (calls.captures, calls.replays) == (2, 4)
 
 
+def test_replaced_weights_drop_the_graphs_and_in_place_updates_do_not():
+    """A graph reads weights at their capture-time addresses: an in-place update is seen by the next replay, a
+    replaced tensor (model.to, a LoRA merge) would be freed memory, so every graph is dropped and captured anew."""
+    model = _model("mamba")
+    calls = SimulatedGraphCalls(model)
+    ids = _ids(2, 16, 0)
+    with torch.no_grad():
+        calls(input_ids=ids)
+        model.qa_outputs.weight.mul_(2.0)  # in place, as an optimizer step
+        got = calls(input_ids=ids)
+        assert calls.captures == 1
+        torch.testing.assert_close(got.start_logits, model(input_ids=ids).start_logits, rtol=0, atol=0)
+        model.qa_outputs.weight = torch.nn.Parameter(model.qa_outputs.weight.detach() + 1.0)  # a new tensor
+        got = calls(input_ids=ids)
+        assert calls.captures == 2
+        torch.testing.assert_close(got.start_logits, model(input_ids=ids).start_logits, rtol=0, atol=0)
+        model.to(torch.float64)
+        got = calls(input_ids=ids)
+        assert calls.captures == 3 and got.start_logits.dtype == torch.float64
+
+
 def test_returned_outputs_are_copies_not_the_graph_buffers():
     model = _model("mamba2")
     calls = SimulatedGraphCalls(model)
