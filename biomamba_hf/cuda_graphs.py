@@ -88,6 +88,11 @@ class CUDAGraphCalls:
         replays (`int`): calls answered by replaying a graph.
     """
 
+    def __reduce__(self):
+        # A copy or a pickle of the model carries an empty cache: graphs, their pool and buffers belong to this
+        # process and these weights (CUDA graphs cannot be copied); the copy captures anew at its first call.
+        return type(self), (self.module, self.warmup_calls)
+
     #: Where inputs must be (a subclass that simulates graphs for tests on a CPU changes it).
     device_type = "cuda"
 

@@ -414,9 +414,13 @@ def compiled_module_calls(model, compile_config):
     if compile_config is None:
         yield model
         return
-    key = repr(sorted(compile_config.to_dict().items(), key=lambda item: item[0]))
+    # The cache lives in the module's __dict__, which a deep copy copies: a key names the module it compiled, so a
+    # copy compiles its own forward instead of running the original's (and drops what it inherited).
+    key = (id(model), repr(sorted(compile_config.to_dict().items(), key=lambda item: item[0])))
     cache = model.__dict__.setdefault("_biomamba_compiled_calls", {})
     if key not in cache:
+        for stale in [k for k in cache if k[0] != id(model)]:
+            del cache[stale]
         cache[key] = torch.compile(model._call_impl, **compile_config.to_dict())
     previous = model._compiled_call_impl
     model._compiled_call_impl = cache[key]

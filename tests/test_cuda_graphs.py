@@ -107,6 +107,19 @@ def test_replaced_weights_drop_the_graphs_and_in_place_updates_do_not():
         assert calls.captures == 3 and got.start_logits.dtype == torch.float64
 
 
+def test_a_copied_or_pickled_model_starts_with_no_graphs():
+    import copy
+    import pickle
+
+    model = _model("mamba")
+    model.__dict__["_biomamba_cuda_graph_calls"] = calls = CUDAGraphCalls(model)
+    calls._graphs[("a key",)] = ("buffers", "replay", "output")  # what a capture leaves (not copyable on a GPU)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        cloned_calls = clone.__dict__["_biomamba_cuda_graph_calls"]
+        assert cloned_calls.module is clone and cloned_calls._graphs == {} and cloned_calls.captures == 0
+    assert calls._graphs  # the original keeps its graphs
+
+
 def test_returned_outputs_are_copies_not_the_graph_buffers():
     model = _model("mamba2")
     calls = SimulatedGraphCalls(model)

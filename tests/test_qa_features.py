@@ -330,6 +330,30 @@ def test_compiled_module_calls_are_scoped_to_the_block():
     torch.testing.assert_close(compiled, plain)
 
 
+def test_a_deep_copy_compiles_its_own_forward():
+    """The compiled-forward cache is copied with the module's __dict__: the copy must not run the original."""
+    import copy
+
+    import torch
+    from transformers import CompileConfig
+
+    from biomamba_hf.qa import compiled_module_calls
+
+    model = _tiny_qa_model("bert", 100)
+    config = CompileConfig(backend="eager", mode=None)
+    ids = torch.randint(2, 100, (2, 16))
+    torch._dynamo.reset()
+    with torch.no_grad():
+        with compiled_module_calls(model, config):
+            model(input_ids=ids)
+        clone = copy.deepcopy(model)
+        clone.qa_outputs.bias.add_(5.0)  # the copy's answers differ from the original's
+        with compiled_module_calls(clone, config):
+            got = clone(input_ids=ids).start_logits
+        torch.testing.assert_close(got, clone(input_ids=ids).start_logits)
+    assert all(key[0] == id(clone) for key in clone.__dict__["_biomamba_compiled_calls"])
+
+
 @pytest.mark.parametrize("family", ["mamba", "bert"])
 def test_predict_nbest_with_buckets_and_compile_gives_the_same_answers(family, qa_tokenizer, bert_tokenizer, tmp_path):
     """The Trainer path: windows padded to buckets of 16 (and, for BERT, a compiled forward with an eager backend,
