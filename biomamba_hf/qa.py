@@ -373,9 +373,11 @@ def inference_compile_config(compile):
       ``mode="reduce-overhead"`` captures the segments between scans as CUDA graphs and launches each scan eagerly.
       The package's scan dispatcher also asks ``importlib.util.find_spec`` on CUDA tensors (a likely further break).
     - Mamba-2 with the kernels: ``mamba_chunk_scan_combined`` is an ``autograd.Function`` launching autotuned Triton
-      kernels; whether dynamo traces them is not yet measured. Mamba-2 on the portable SSD: ``biomamba_hf.ops.ssd``'s
-      dispatcher looks its function up with ``globals()``, a break at every call (11 for a 2-layer model, CPU).
-    - BERT-base: 0 breaks (CPU, counted).
+      kernels; whether dynamo traces them is not yet measured. Mamba-2 on the portable SSD: 0 breaks (CPU, counted;
+      its once-only code-path log line broke the graph at every layer until it stayed out of traced code).
+    - BERT-base: 0 breaks (CPU, counted). ``tests/test_qa_features.py`` counts the portable and BERT cases.
+    - For a graph around the kernels themselves, Mamba-1 included, see ``cuda_graphs=True``
+      (:mod:`biomamba_hf.cuda_graphs`).
 
     ``benchmarks/bench_qa_pipeline.py`` prints the breaks counted for each model it compiles.
     """

@@ -393,3 +393,27 @@ def test_predict_nbest_with_buckets_and_compile_gives_the_same_answers(family, q
             assert [(c["text"], c["start"]) for c in got[key]] == [(c["text"], c["start"]) for c in candidates]
             assert [c["probability"] for c in got[key]] == pytest.approx([c["probability"] for c in candidates])
     assert trainer.preprocess_logits_for_metrics is None and model._compiled_call_impl is None
+
+
+@pytest.mark.parametrize("family", ["mamba", "mamba2", "bert"])
+def test_the_portable_forwards_compile_without_graph_breaks(family, monkeypatch):
+    """The compile lever on a machine without the kernels: the QA forward of every family is one graph (a logger call
+    in the Mamba-2 path broke it at every layer). Counted with dynamo's own counters, eager backend."""
+    import warnings
+
+    import torch
+    from torch._dynamo.utils import counters
+
+    from biomamba_hf.ops import ssd
+
+    monkeypatch.setattr(ssd, "_logged", False)  # as in a fresh process: the code path is not logged yet
+    model = _tiny_qa_model(family, 100)
+    ids = torch.randint(2, 100, (2, 16))
+    torch._dynamo.reset()
+    counters.clear()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dynamo's notes on transformers' lru_cache helpers
+        got = torch.compile(model, backend="eager")(input_ids=ids, attention_mask=torch.ones_like(ids)).start_logits
+    breaks = dict(counters["graph_break"])
+    assert not breaks, breaks
+    torch.testing.assert_close(got, model(input_ids=ids, attention_mask=torch.ones_like(ids)).start_logits)

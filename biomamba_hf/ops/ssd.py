@@ -558,8 +558,9 @@ _DISPATCHERS = {attribute: _dispatcher(attribute) for attribute in _PORTABLE}
 
 
 def _log_path_once() -> None:
+    # Not while torch.compile traces: a logger call breaks the graph (at every layer); eager calls log it.
     global _logged
-    if not _logged:
+    if not _logged and not torch.compiler.is_compiling():
         _logged = True
         logger.info("Mamba-2 code path: %s", MAMBA2_FAST_PATH_NAME)
 
