@@ -70,13 +70,19 @@ def parse_args(argv=None):
     parser.add_argument("--dtypes", default=None, help="default: float32,bfloat16 on GPU, float32 on CPU")
     parser.add_argument("--max_seq_len", type=int, default=384)
     parser.add_argument("--doc_stride", type=int, default=128)
-    parser.add_argument("--levers", default=",".join(LEVERS), help=f"comma-separated, of {', '.join(LEVERS)}")
+    parser.add_argument(
+        "--levers",
+        default=None,
+        help=f"comma-separated, of {', '.join(LEVERS)} (default: all; without cuda_graphs on a CPU)",
+    )
     parser.add_argument("--bucket", type=int, default=64, help="pad_to_multiple_of of the buckets and compile levers")
     parser.add_argument(
         "--compile_backend", default=None, help="torch.compile backend of the compile lever (default: inductor)"
     )
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
     args = parser.parse_args(argv)
+    if args.levers is None:
+        args.levers = ",".join(lever for lever in LEVERS if lever != "cuda_graphs" or args.device.startswith("cuda"))
     args.levers = args.levers.split(",")
     args.models = args.models.split(",")
     for name, values, allowed in (("--levers", args.levers, LEVERS), ("--models", args.models, MODELS)):
