@@ -455,7 +455,8 @@ class ThroughputCallback(TrainerCallback):
 
     Counting starts at the step training resumes from, so a resumed run reports its own throughput.
     ``train_steady_tokens_per_second`` leaves out the first optimizer step (CUDA start-up, ``torch.compile``), which
-    weighs on short runs.
+    weighs on short runs. On a GPU, ``train_peak_memory_gib`` is this process's peak of allocated device memory
+    (``torch.cuda.max_memory_allocated``: rank 0's device in a multi-GPU run).
     """
 
     def __init__(self, tokens_per_step: int):
@@ -463,6 +464,7 @@ class ThroughputCallback(TrainerCallback):
         self.start_step = self.end_step = 0
         self.start_time = self.first_step_time = None
         self.seconds = self.steady_seconds = 0.0
+        self.peak_memory_gib = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start_step = state.global_step
@@ -478,12 +480,16 @@ class ThroughputCallback(TrainerCallback):
         now = time.perf_counter()
         self.seconds = now - self.start_time
         self.steady_seconds = now - self.first_step_time if self.first_step_time is not None else 0.0
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            self.peak_memory_gib = round(torch.cuda.max_memory_allocated() / 2**30, 2)
 
     def metrics(self) -> dict[str, float]:
         steps = self.end_step - self.start_step
         tokens = steps * self.tokens_per_step
         steady_tokens = max(steps - 1, 0) * self.tokens_per_step
-        return {
+        metrics = {
             "train_start_step": self.start_step,
             "train_tokens": tokens,
             "train_tokens_per_second": round(tokens / self.seconds, 1) if self.seconds else 0.0,
@@ -491,6 +497,9 @@ class ThroughputCallback(TrainerCallback):
                 round(steady_tokens / self.steady_seconds, 1) if steady_tokens and self.steady_seconds else 0.0
             ),
         }
+        if self.peak_memory_gib is not None:
+            metrics["train_peak_memory_gib"] = self.peak_memory_gib
+        return metrics
 
 
 def padding_collator(tokenizer) -> DataCollatorWithPadding:

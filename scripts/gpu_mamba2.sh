@@ -15,6 +15,8 @@
 #   bash scripts/gpu_mamba2.sh autotune_cache      # run_qa on a random Mamba2-130m twice: does the second process skip
 #                                                  # mamba-ssm's Triton autotuning (TRITON_CACHE_AUTOTUNING, set by the
 #                                                  # scripts)? prints each run's train_runtime and autotuning count
+#   bash scripts/gpu_mamba2.sh multi_gpu          # 2+ GPUs: DDP, FSDP2, ZeRO-2 for Mamba and Mamba-2 through run_clm
+#                                                  # (benchmarks/bench_multi_gpu.py; ZeRO-2 needs deepspeed)
 #   bash scripts/gpu_mamba2.sh all
 # The kernels must be built first (bash .gpu/build_kernels.sh); data travels in .gpu/data (scripts/gpu_clm.sh prepare,
 # plus bioasq/ and pmc_fulltext/). Environment: OUT (results, default outputs/gpu_mamba2), STEPS (quality: optimizer
@@ -93,6 +95,12 @@ autotune_cache() {
   done
 }
 
+multi_gpu() {
+  echo "=== multi-GPU configs through run_clm (benchmarks/bench_multi_gpu.py) ==="
+  python3 benchmarks/bench_multi_gpu.py --data_dir "$DATA" --num_processes "$(python3 -c 'import torch; print(torch.cuda.device_count())')" \
+    --out_dir "$OUT/multi_gpu" --markdown_out "$OUT/multi_gpu.md"
+}
+
 case "$MODE" in
   checks) checks ;;
   throughput) throughput ;;
@@ -101,6 +109,7 @@ case "$MODE" in
   qa_inference) qa_inference ;;
   throughput_compile) throughput_compile ;;
   autotune_cache) autotune_cache ;;
+  multi_gpu) multi_gpu ;;
   all) checks; throughput; decompose; qa_inference; quality ;;
-  *) echo "usage: bash scripts/gpu_mamba2.sh {checks|throughput|throughput_compile|quality|decompose|qa_inference|autotune_cache|all}" >&2; exit 2 ;;
+  *) echo "usage: bash scripts/gpu_mamba2.sh {checks|throughput|throughput_compile|quality|decompose|qa_inference|autotune_cache|multi_gpu|all}" >&2; exit 2 ;;
 esac

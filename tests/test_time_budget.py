@@ -130,3 +130,25 @@ def test_run_clm_refuses_a_negative_budget_before_any_work(tmp_path):
             ]
         )
     assert not out.exists()
+
+
+def test_throughput_callback_reports_peak_gpu_memory_only_on_a_gpu(monkeypatch):
+    import types
+
+    import torch
+
+    from biomamba_hf.trainer import ThroughputCallback
+
+    state = types.SimpleNamespace(global_step=0)
+    callback = ThroughputCallback(tokens_per_step=100)
+    callback.on_train_begin(None, state, None)
+    state.global_step = 3
+    callback.on_step_end(None, state, None)
+    callback.on_train_end(None, state, None)
+    assert "train_peak_memory_gib" not in callback.metrics() and callback.metrics()["train_tokens"] == 300
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * 2**30 + 2**29)
+    callback.on_train_end(None, state, None)
+    assert callback.metrics()["train_peak_memory_gib"] == 3.5
