@@ -115,30 +115,23 @@ def patch_mamba2_portable_ssd(install: bool) -> None:
 # Kernel functions called with tensors off CUDA
 # --------------------------------------------------------------------------------------------------------------------
 
-#: The module-level functions of transformers' Mamba / Mamba-2 modeling that bind to a CUDA-only kernel package when
-#: it is installed (transformers 5.17 to 5.24: ``use_kernel_func_from_hub_with_fallback``). The selective scan and
-#: Mamba-2's chunk scan and convolution are not listed: :mod:`biomamba_hf.ops` dispatches those by device already.
-CUDA_ONLY_KERNEL_FUNCTIONS = {
-    "transformers.models.mamba.modeling_mamba": (
-        "causal_conv1d_fn",
-        "causal_conv1d_update",
-        "mamba_inner_fn",
-        "mamba_selective_state_update",
-    ),
-    "transformers.models.mamba2.modeling_mamba2": (
-        "causal_conv1d_update",
-        "mamba2_split_conv1d_scan_combined",
-        "mamba2_selective_state_update",
-    ),
-}
+#: transformers' modeling modules whose kernel functions are bound at import, whatever the device a model later runs
+#: on (transformers 5.17 to 5.24: ``use_kernel_func_from_hub_with_fallback``).
+KERNEL_FUNCTION_MODULES = ("transformers.models.mamba.modeling_mamba", "transformers.models.mamba2.modeling_mamba2")
+#: Arguments that ask a kernel to keep packed sequences apart; transformers' references cannot.
+PACKED_SEQUENCE_ARGUMENTS = ("seq_idx", "cu_seqlens")
+#: The attribute of a device guard that holds the kernel-bound function it guards.
+_GUARDED = "_biomamba_guarded_kernel_function"
 
 
 def hub_kernel_binding(function):
-    """``(kernel_bound, reference)`` of a function built by transformers' ``use_kernel_func_from_hub_with_fallback``:
-    whether it calls the kernel package's implementation, and transformers' PyTorch reference it falls back to
-    (read from the wrapper's closure; ``(None, None)`` for anything else)."""
+    """``(kernel_bound, reference)`` of a function built by transformers' ``use_kernel_func_from_hub_with_fallback``
+    (or of the device guard around one, :func:`route_non_cuda_calls_to_reference`): whether it calls the kernel
+    package's implementation, and transformers' PyTorch reference it falls back to (read from the wrapper's closure;
+    ``(None, None)`` for anything else)."""
     import inspect
 
+    function = getattr(function, _GUARDED, function)
     try:
         bound = inspect.getclosurevars(function).nonlocals
     except (TypeError, ValueError):
@@ -146,6 +139,16 @@ def hub_kernel_binding(function):
     if "is_new_implementation" not in bound or not callable(bound.get("torch_function")):
         return None, None
     return bool(bound["is_new_implementation"]), bound["torch_function"]
+
+
+def hub_fallback_functions(module) -> dict:
+    """``{name: function}`` of the module-level functions of ``module`` built by
+    ``use_kernel_func_from_hub_with_fallback`` (guarded or not), found by what they are, not by a list of names."""
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if callable(value) and hub_kernel_binding(value)[0] is not None
+    }
 
 
 def _first_tensor(args, kwargs):
@@ -158,42 +161,47 @@ def _first_tensor(args, kwargs):
 
 
 def route_non_cuda_calls_to_reference() -> list[str]:
-    """Calls of the kernel-bound functions in :data:`CUDA_ONLY_KERNEL_FUNCTIONS` with tensors off CUDA go to
-    transformers' PyTorch reference instead of the kernel; idempotent; returns the names guarded now.
+    """Every kernel-bound function of :data:`KERNEL_FUNCTION_MODULES` sends calls with tensors off CUDA to
+    transformers' PyTorch reference instead of the CUDA-only kernel; idempotent; returns the names guarded now.
 
     Checked on transformers 5.17 and 5.24: the functions are bound once, at import, to mamba-ssm / causal-conv1d
     when those are installed, whatever device a model later runs on, so a Mamba model on the CPU of a machine with
-    the kernels failed (``Expected x.is_cuda() to be true``) in its convolution, its fused training path or its
+    the kernels failed (``Expected x.is_cuda() to be true``) in its convolution, scan, fused training path or
     decoding step. CUDA calls are unchanged; the references of the fused paths return ``None``, which sends
-    transformers to its unfused path, as on a machine without the kernels.
+    transformers to its unfused path, as on a machine without the kernels. Packed sequences (``seq_idx``,
+    ``cu_seqlens``) off CUDA are refused: the references would mix them. The portable paths of
+    :mod:`biomamba_hf.ops` sit on top of these guards (they call the guarded function for CUDA tensors), and
+    ``BIOMAMBA_FAST_SCAN=0`` leaves the guards in place.
     """
     import importlib
 
     guarded = []
-    for module_name, names in CUDA_ONLY_KERNEL_FUNCTIONS.items():
+    for module_name in KERNEL_FUNCTION_MODULES:
         module = importlib.import_module(module_name)
-        for name in names:
-            function = getattr(module, name, None)
-            if function is None or getattr(function, "_biomamba_device_guard", False):
-                continue
+        for name, function in hub_fallback_functions(module).items():
             kernel_bound, reference = hub_kernel_binding(function)
-            if not kernel_bound:
-                continue
-            setattr(module, name, _device_guard(function, reference))
-            guarded.append(f"{module_name.rsplit('.', 1)[-1]}.{name}")
+            if kernel_bound and not hasattr(function, _GUARDED):
+                setattr(module, name, _device_guard(function, reference, f"{module_name}.{name}"))
+                guarded.append(f"{module_name.rsplit('.', 1)[-1]}.{name}")
     return guarded
 
 
-def _device_guard(kernel_function, reference):
+def _device_guard(kernel_function, reference, qualified_name: str):
     def guarded(*args, **kwargs):
         tensor = _first_tensor(args, kwargs)
         if tensor is None or tensor.device.type == "cuda":
             return kernel_function(*args, **kwargs)
+        packed = [name for name in PACKED_SEQUENCE_ARGUMENTS if kwargs.get(name) is not None]
+        if packed:
+            raise ValueError(
+                f"{qualified_name} got {' and '.join(packed)} (packed sequences) with tensors on "
+                f"{tensor.device}: only the CUDA kernels keep packed sequences apart. Run on a GPU or train on "
+                "unpacked sequences."
+            )
         return reference(*args, **kwargs)
 
-    guarded.__name__ = guarded.__qualname__ = getattr(kernel_function, "__name__", "kernel_function")
-    guarded.__wrapped__ = kernel_function
-    guarded._biomamba_device_guard = True
+    guarded.__name__ = guarded.__qualname__ = qualified_name.rsplit(".", 1)[-1]
+    setattr(guarded, _GUARDED, kernel_function)
     return guarded
 
 

@@ -89,41 +89,42 @@ def test_mamba2_mixer_has_a_hook_point():
         )
 
 
-def test_every_cuda_only_kernel_function_is_a_hub_fallback_function_looked_up_at_call_time():
-    """The names route_non_cuda_calls_to_reference guards exist, are built by transformers'
-    use_kernel_func_from_hub_with_fallback (their reference is readable) and are called by name from the mixers."""
+#: Kernel functions the mixers of transformers 5.17-5.24 call by name (besides the scans biomamba_hf.ops replaces).
+EXPECTED_KERNEL_FUNCTIONS = {
+    "transformers.models.mamba.modeling_mamba": {
+        "causal_conv1d_fn", "causal_conv1d_update", "mamba_inner_fn", "mamba_selective_state_update"
+    },
+    "transformers.models.mamba2.modeling_mamba2": {
+        "causal_conv1d_update", "mamba2_split_conv1d_scan_combined", "mamba2_selective_state_update"
+    },
+}  # fmt: skip
+
+
+def test_the_kernel_functions_are_found_by_what_they_are_and_called_by_name():
+    """route_non_cuda_calls_to_reference guards what hub_fallback_functions finds: transformers' hub-fallback
+    functions (their reference readable), each looked up by name where the mixers call it."""
     import importlib
 
-    for module_name, names in patches.CUDA_ONLY_KERNEL_FUNCTIONS.items():
+    for module_name in patches.KERNEL_FUNCTION_MODULES:
         module = importlib.import_module(module_name)
-        source = inspect.getsource(module)
-        for name in names:
-            function = getattr(module, name)
-            if getattr(function, "_biomamba_device_guard", False):  # guarded already (a machine with the kernels)
-                function = function.__wrapped__
-            kernel_bound, reference = patches.hub_kernel_binding(function)
-            assert kernel_bound is not None and callable(reference), (
-                f"{module_name}.{name} is no hub fallback function"
-            )
-            assert f"= {name}(" in source or f" {name}(" in source.split("class ", 1)[1], (
-                f"{name} is not called by name"
-            )
+        found = patches.hub_fallback_functions(module)
+        for name in EXPECTED_KERNEL_FUNCTIONS[module_name] - set(found):
+            function = getattr(module, name)  # the package's LoRA-aware mamba_inner_fn wraps the hub function
+            while function is not None and patches.hub_kernel_binding(function)[0] is None:
+                function = getattr(function, "__wrapped__", None)
+            assert function is not None, f"{module_name}.{name} is no hub fallback function"
+        source = inspect.getsource(module).split("class ", 1)[1]
+        for name, function in found.items():
+            assert callable(patches.hub_kernel_binding(function)[1])
+            assert f" {name}(" in source, f"{module_name}.{name} is not called by name"
 
 
-def test_a_model_on_the_cpu_never_reaches_a_cuda_only_kernel(monkeypatch):
-    """A machine with causal-conv1d installed: transformers binds causal_conv1d_fn to the kernel at import, and a
-    Mamba model on the CPU then failed in its convolution. The kernel is stood in for by a fake package that fails on
-    CPU tensors as the real one does, bound by transformers' own decorator."""
+def _fake_kernel_bound(name, reference, calls):
+    """``reference`` bound by transformers' own decorator to a fake kernel package that fails on CPU tensors."""
     import sys
     import types
 
-    import torch
-    from helpers import tiny_config
-    from transformers import MambaForCausalLM
     from transformers.integrations.hub_kernels import use_kernel_func_from_hub_with_fallback
-
-    _, reference = patches.hub_kernel_binding(modeling_mamba.causal_conv1d_fn)
-    calls = []
 
     def cuda_only_kernel(x, *args, **kwargs):
         calls.append(x.device.type)
@@ -131,9 +132,48 @@ def test_a_model_on_the_cpu_never_reaches_a_cuda_only_kernel(monkeypatch):
             raise RuntimeError("Expected x.is_cuda() to be true, but got false.")
         return reference(x, *args, **kwargs)
 
-    monkeypatch.setitem(sys.modules, "fake_causal_conv1d", types.SimpleNamespace(causal_conv1d_fn=cuda_only_kernel))
-    kernel_bound = use_kernel_func_from_hub_with_fallback("causal_conv1d_fn", "fake_causal_conv1d")(reference)
-    assert patches.hub_kernel_binding(kernel_bound)[0] is True
+    sys.modules[f"fake_kernels_{name}"] = types.SimpleNamespace(**{name: cuda_only_kernel})
+    function = use_kernel_func_from_hub_with_fallback(name, f"fake_kernels_{name}")(reference)
+    del sys.modules[f"fake_kernels_{name}"]
+    assert patches.hub_kernel_binding(function)[0] is True
+    return function
+
+
+def test_any_kernel_bound_function_is_guarded_and_packed_sequences_off_cuda_are_refused(monkeypatch):
+    """Found by what it is: a kernel function under a name no list holds is guarded too (with the portable paths
+    switched off, BIOMAMBA_FAST_SCAN=0, the scans themselves are such functions)."""
+    import torch
+
+    calls = []
+
+    def reference(x, scale=1.0, seq_idx=None):
+        return x * scale
+
+    monkeypatch.setattr(
+        modeling_mamba, "some_new_kernel_fn", _fake_kernel_bound("some_new_kernel_fn", reference, calls), raising=False
+    )
+    assert patches.route_non_cuda_calls_to_reference() == ["modeling_mamba.some_new_kernel_fn"]
+    guarded = modeling_mamba.some_new_kernel_fn
+    assert patches.hub_kernel_binding(guarded) == (True, reference)  # seen through the guard
+    torch.testing.assert_close(guarded(torch.ones(3), scale=2.0), torch.full((3,), 2.0))
+    with pytest.raises(
+        ValueError, match=r"modeling_mamba.some_new_kernel_fn got seq_idx \(packed sequences\) with tensors on cpu"
+    ):
+        guarded(torch.ones(3), seq_idx=torch.zeros(3, dtype=torch.int32))
+    assert calls == []
+
+
+def test_a_model_on_the_cpu_never_reaches_a_cuda_only_kernel(monkeypatch):
+    """A machine with causal-conv1d installed: transformers binds causal_conv1d_fn to the kernel at import, and a
+    Mamba model on the CPU then failed in its convolution. The kernel is stood in for by a fake package that fails on
+    CPU tensors as the real one does, bound by transformers' own decorator."""
+    import torch
+    from helpers import tiny_config
+    from transformers import MambaForCausalLM
+
+    _, reference = patches.hub_kernel_binding(modeling_mamba.causal_conv1d_fn)
+    calls = []
+    kernel_bound = _fake_kernel_bound("causal_conv1d_fn", reference, calls)
 
     torch.manual_seed(0)
     model = MambaForCausalLM(tiny_config(64)).eval()
