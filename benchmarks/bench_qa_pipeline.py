@@ -225,14 +225,13 @@ def time_pipeline(pipe, examples, batch_size, args, device, lever_options) -> tu
 def time_forward(model, batch, length, vocab, device, args, config=None, cuda_graphs=False) -> float:
     """Median seconds of the bare forward at ``batch`` x ``length``, through torch.compile with ``config`` or
     replayed from a CUDA graph."""
-    from biomamba_hf.cuda_graphs import cuda_graph_module_calls
-    from biomamba_hf.qa import compiled_module_calls
+    from biomamba_hf.qa import inference_levers
 
     ids = torch.randint(5, vocab, (batch, length), generator=torch.Generator().manual_seed(0)).to(device)
     mask = torch.ones_like(ids)
 
     def forward():
-        with torch.inference_mode(), compiled_module_calls(model, config), cuda_graph_module_calls(model, cuda_graphs):
+        with torch.inference_mode(), inference_levers(model, config, cuda_graphs):
             return model(input_ids=ids, attention_mask=mask).start_logits.sum()
 
     warmup = max(args.warmup, 1) + (2 if config or cuda_graphs else 0)

@@ -1,7 +1,8 @@
 """CUDA graphs for inference forwards: capture ``model(**inputs)`` once per input shape, then replay it.
 
-A forward of the Mamba family at extractive-QA shapes is bound by kernel launches (hundreds of small kernels per
-window batch), not by the GPU. A CUDA graph records those launches once and replays them with one call. Unlike
+A forward launches hundreds of small kernels per batch of windows; a CUDA graph records those launches once and
+replays them with one call (on an H200 at 32 x 384 in bf16: +18% for Mamba-2, +28% for BERT-base, +3% for Mamba-1,
+whose time is in its kernels rather than in their launches; BENCHMARKS.md, sixth session). Unlike
 ``torch.compile(mode="reduce-overhead")``, capture does not trace Python: it records whatever kernels run, so it
 covers mamba-ssm's CUDA and Triton kernels (where ``torch.compile`` breaks the graph at each layer) and BERT-style
 models alike. mamba-ssm's own generation loop captures its decoding step the same way.
@@ -24,10 +25,6 @@ capture.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from contextlib import contextmanager
-from typing import Any
 
 #: Eager calls at a new shape before it is captured (kernel autotuning and lazy initialisation happen there).
 DEFAULT_WARMUP_CALLS = 2
@@ -61,25 +58,21 @@ def check_one_graph_lever(compile_config, cuda_graphs: bool) -> None:
         )
 
 
-def _clone_output(value):
-    """A copy of a forward's output (``ModelOutput``, tuple, dict or tensor) owning its own tensors."""
-    import torch
+def clone_tensors(value):
+    """``value`` (a ``ModelOutput``, tuple, dict or tensor) with every tensor copied: outputs that own their memory.
 
-    if isinstance(value, torch.Tensor):
-        return value.clone()
-    if isinstance(value, Mapping):  # ModelOutput is an OrderedDict; rebuild the same class
-        cloned = {key: _clone_output(item) for key, item in value.items()}
-        return cloned if type(value) is dict else type(value)(**cloned)
-    if isinstance(value, (tuple, list)):
-        return type(value)(_clone_output(item) for item in value)
-    return value
+    transformers registers ``ModelOutput`` with ``torch.utils._pytree``, so one ``tree_map`` covers every form."""
+    import torch
+    from torch.utils._pytree import tree_map_only
+
+    return tree_map_only(torch.Tensor, torch.clone, value)
 
 
 class CUDAGraphCalls:
     """A callable that runs ``module``'s forward by capturing one CUDA graph per input signature and replaying it.
 
-    Install it with :func:`cuda_graph_module_calls` (callers that hold the module, such as the Trainer, then go
-    through it) or call it directly with the forward's arguments. Tensor arguments become the graph's inputs (copied
+    Install it with :func:`biomamba_hf.qa.inference_levers` (callers that hold the module, such as the Trainer, then
+    go through it) or call it directly with the forward's arguments. Tensor arguments become the graph's inputs (copied
     into its buffers at each call); other arguments (``None``, bools, numbers, strings) are constants of the graph and
     part of its key. Returned tensors are fresh copies. The autocast state at call time is part of the key too.
 
@@ -197,7 +190,7 @@ class CUDAGraphCalls:
                 static.copy_(value)
             replay()
         self.replays += 1
-        return _clone_output(static_output)
+        return clone_tensors(static_output)
 
 
 def cuda_graph_calls(model) -> CUDAGraphCalls:
@@ -206,22 +199,3 @@ def cuda_graph_calls(model) -> CUDAGraphCalls:
     if calls is None:
         calls = model.__dict__["_biomamba_cuda_graph_calls"] = CUDAGraphCalls(model)
     return calls
-
-
-@contextmanager
-def cuda_graph_module_calls(model, enabled: bool) -> Any:
-    """Inside the block, ``model(...)`` replays CUDA graphs (:class:`CUDAGraphCalls`, kept on the model).
-
-    The same mechanism as :func:`biomamba_hf.qa.compiled_module_calls`: the module's ``_compiled_call_impl`` is set
-    for the block, so callers that hold the module (``Trainer.predict``) go through the graphs. ``enabled`` False:
-    nothing changes.
-    """
-    if not enabled:
-        yield model
-        return
-    previous = model._compiled_call_impl
-    model._compiled_call_impl = cuda_graph_calls(model)
-    try:
-        yield model
-    finally:
-        model._compiled_call_impl = previous

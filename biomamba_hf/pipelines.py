@@ -23,14 +23,14 @@ import torch
 from transformers import AutoModelForQuestionAnswering
 from transformers.pipelines.base import ChunkPipeline
 
-from .cuda_graphs import check_cuda_graphs, check_one_graph_lever, cuda_graph_module_calls
+from .cuda_graphs import check_cuda_graphs
 from .modeling import QA_LAYOUTS
 from .qa import (
     DEFAULT_BUCKET_MULTIPLE,
     check_pad_to_multiple_of,
-    compiled_module_calls,
     extract_answers,
     inference_compile_config,
+    inference_levers,
     pad_to_bucket,
     pad_values_for,
     prepare_qa_features,
@@ -122,9 +122,9 @@ class QuestionAnsweringPipeline(ChunkPipeline):
             model compiles. The first calls at each new shape compile (seconds to minutes): time after a warm-up.
         cuda_graphs (`bool`, defaults to False): capture the forward as one CUDA graph per batch shape and replay it
             (:class:`biomamba_hf.cuda_graphs.CUDAGraphCalls`; the same lever as run_qa's ``--cuda_graphs_inference``).
-            Captures whatever kernels run (mamba-ssm's included, where ``torch.compile`` breaks the graph), so the
-            launch-bound forward of the Mamba family costs one launch. Needs the model on a CUDA device; not together
-            with ``compile`` (whose default mode already uses CUDA graphs). Buckets of 64 by default.
+            Captures whatever kernels run (mamba-ssm's included, where ``torch.compile`` breaks the graph), so a
+            forward costs one launch (measured gains in BENCHMARKS.md). Needs the model on a CUDA device; not
+            together with ``compile`` (whose default mode already uses CUDA graphs). Buckets of 64 by default.
     """
 
     _load_tokenizer = True
@@ -298,12 +298,11 @@ class QuestionAnsweringPipeline(ChunkPipeline):
 
     def _forward(self, inputs, pad_to_multiple_of=None, compile_config=None, cuda_graphs=False, max_seq_len=384):
         model_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in inputs}
-        check_one_graph_lever(compile_config, cuda_graphs)
         if pad_to_multiple_of is None and (compile_config is not None or cuda_graphs):
             pad_to_multiple_of = DEFAULT_BUCKET_MULTIPLE
         if pad_to_multiple_of is not None:
             model_inputs = pad_to_bucket(model_inputs, pad_to_multiple_of, max_seq_len, self._pad_values)
-        with compiled_module_calls(self.model, compile_config), cuda_graph_module_calls(self.model, cuda_graphs):
+        with inference_levers(self.model, compile_config, cuda_graphs):
             output = self.model(**model_inputs)
         return {
             "start_logits": output.start_logits,

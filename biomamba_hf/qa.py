@@ -403,13 +403,25 @@ def inference_compile_config(compile):
 
 
 @contextmanager
+def _forward_calls(model, call):
+    """Inside the block, ``model(...)`` runs ``call`` instead of the module's own ``_call_impl``: the attribute
+    ``nn.Module.compile()`` sets (``_compiled_call_impl``), undone at the end of the block (``nn.Module`` has no public
+    way to drop it). Callers that hold the module (the Trainer, DDP) go through ``call`` too.
+    ``tests/test_qa_features.py`` fails if torch stops honouring ``_compiled_call_impl``."""
+    previous = model._compiled_call_impl
+    model._compiled_call_impl = call
+    try:
+        yield model
+    finally:
+        model._compiled_call_impl = previous
+
+
+@contextmanager
 def compiled_module_calls(model, compile_config):
     """Inside the block, ``model(...)`` runs through ``torch.compile`` with ``compile_config`` (a ``CompileConfig``).
 
-    What ``nn.Module.compile()`` does, undone at the end of the block (``nn.Module`` has no public way to drop a
-    compiled call): the module's ``_compiled_call_impl`` is set, so callers that hold the module (the Trainer, DDP)
-    go through the compiled forward. The compiled function is kept on the model and reused by later blocks with the
-    same configuration. ``tests/test_qa_features.py`` fails if torch stops honouring ``_compiled_call_impl``.
+    What ``nn.Module.compile()`` does, for the block only (:func:`_forward_calls`). The compiled function is kept on
+    the model and reused by later blocks with the same configuration.
     """
     import torch
 
@@ -424,21 +436,33 @@ def compiled_module_calls(model, compile_config):
         for stale in [k for k in cache if k[0] != id(model)]:
             del cache[stale]
         cache[key] = torch.compile(model._call_impl, **compile_config.to_dict())
-    previous = model._compiled_call_impl
-    model._compiled_call_impl = cache[key]
-    try:
+    with _forward_calls(model, cache[key]):
         yield model
-    finally:
-        model._compiled_call_impl = previous
+
+
+@contextmanager
+def inference_levers(model, compile_config=None, cuda_graphs: bool = False):
+    """Inside the block, ``model(...)`` goes through the graph lever asked for, at most one: a compiled forward
+    (:func:`compiled_module_calls`) or replayed CUDA graphs (:class:`biomamba_hf.cuda_graphs.CUDAGraphCalls`, kept on
+    the model); neither: unchanged. What the pipeline, :func:`predict_nbest` and the benchmarks use."""
+    from .cuda_graphs import check_one_graph_lever, cuda_graph_calls
+
+    check_one_graph_lever(compile_config, cuda_graphs)
+    if cuda_graphs:
+        with _forward_calls(model, cuda_graph_calls(model)):
+            yield model
+    else:
+        with compiled_module_calls(model, compile_config):
+            yield model
 
 
 def clone_logits(logits, labels=None):
     """``Trainer(preprocess_logits_for_metrics=...)`` hook: copies of the logits. A forward replayed from a CUDA
     graph (``mode="reduce-overhead"``) writes its outputs into the same memory at the next call; the Trainer keeps
     each batch's logits until the end of the loop."""
-    if isinstance(logits, (tuple, list)):
-        return type(logits)(clone_logits(item) for item in logits)
-    return logits.clone() if hasattr(logits, "clone") else logits
+    from .cuda_graphs import clone_tensors
+
+    return clone_tensors(logits)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -655,11 +679,11 @@ def predict_nbest(
     import datasets
     import numpy as np
 
-    from .cuda_graphs import check_cuda_graphs, check_one_graph_lever, cuda_graph_module_calls
+    from .cuda_graphs import check_cuda_graphs, check_one_graph_lever
 
     compile_config = inference_compile_config(compile)
-    cuda_graphs = check_cuda_graphs(cuda_graphs, trainer.args.device) if cuda_graphs else False
-    check_one_graph_lever(compile_config, cuda_graphs)
+    cuda_graphs = check_cuda_graphs(cuda_graphs, trainer.args.device)
+    check_one_graph_lever(compile_config, cuda_graphs)  # before the features are built
     multiple = check_pad_to_multiple_of(pad_to_multiple_of)
     if multiple is None and (compile_config is not None or cuda_graphs):
         multiple = DEFAULT_BUCKET_MULTIPLE
@@ -690,7 +714,7 @@ def predict_nbest(
             clone_logits if hook is None else (lambda logits, labels: hook(clone_logits(logits), labels))
         )
     try:
-        with compiled_module_calls(trainer.model, compile_config), cuda_graph_module_calls(trainer.model, cuda_graphs):
+        with inference_levers(trainer.model, compile_config, cuda_graphs):
             output = trainer.predict(dataset, metric_key_prefix=metric_key_prefix)
     finally:
         trainer.preprocess_logits_for_metrics = hook

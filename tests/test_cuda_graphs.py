@@ -15,8 +15,9 @@ from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
 import biomamba_hf.cuda_graphs as cuda_graphs
 from biomamba_hf import MambaForQuestionAnswering, prepare_tokenizer_for_qa
-from biomamba_hf.cuda_graphs import CUDAGraphCalls, check_cuda_graphs, check_one_graph_lever, cuda_graph_module_calls
+from biomamba_hf.cuda_graphs import CUDAGraphCalls, check_cuda_graphs, check_one_graph_lever
 from biomamba_hf.modeling import Mamba2ForQuestionAnswering
+from biomamba_hf.qa import inference_levers
 
 QUESTION = "Which gene is mutated in cystic fibrosis?"
 FILLER = "Insulin is secreted by beta cells of the pancreatic islets. "
@@ -180,12 +181,12 @@ def test_module_calls_are_scoped_to_the_block():
     model = _model("mamba")
     simulated = model.__dict__["_biomamba_cuda_graph_calls"] = SimulatedGraphCalls(model)
     with torch.no_grad():
-        with cuda_graph_module_calls(model, True):
+        with inference_levers(model, cuda_graphs=True):
             model(input_ids=_ids(1, 8, 0))
         assert model._compiled_call_impl is None
         model(input_ids=_ids(1, 8, 0))
     assert (simulated.captures, simulated.replays) == (1, 1)
-    with cuda_graph_module_calls(model, False):
+    with inference_levers(model):
         assert model._compiled_call_impl is None
 
 
