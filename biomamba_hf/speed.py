@@ -28,7 +28,6 @@ CHUNKED_CE_IMPLEMENTATIONS = ("auto", "torch", "liger")
 
 #: Triton's switch for keeping autotuning results on disk (read when a ``@triton.autotune`` kernel is defined).
 TRITON_AUTOTUNE_CACHE_ENV = "TRITON_CACHE_AUTOTUNING"
-_OFF = {"0", "false", "no", "off"}
 
 
 def cache_triton_autotuning() -> int:
@@ -46,7 +45,9 @@ def cache_triton_autotuning() -> int:
     import os
     import sys
 
-    if os.environ.setdefault(TRITON_AUTOTUNE_CACHE_ENV, "1").strip().lower() in _OFF:
+    from .ops import OFF_VALUES
+
+    if os.environ.setdefault(TRITON_AUTOTUNE_CACHE_ENV, "1").strip().lower() in OFF_VALUES:
         return 0
     switched = 0
     for name, module in list(sys.modules.items()):

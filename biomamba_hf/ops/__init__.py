@@ -49,9 +49,13 @@ def _selective_scan_kernel_available() -> bool:
     return importlib.util.find_spec("selective_scan_cuda") is not None
 
 
+#: The values (lower-cased) that turn an on-by-default environment switch off.
+OFF_VALUES = frozenset({"0", "false", "no", "off"})
+
+
 def fast_scan_opted_out() -> bool:
     """Whether ``BIOMAMBA_FAST_SCAN`` is ``0``/``false``/``no``/``off`` (both portable paths stay off)."""
-    return os.environ.get(FAST_SCAN_ENV, "1").strip().lower() in {"0", "false", "no", "off"}
+    return os.environ.get(FAST_SCAN_ENV, "1").strip().lower() in OFF_VALUES
 
 
 def fast_scan_active() -> bool:
