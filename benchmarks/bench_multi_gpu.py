@@ -52,11 +52,10 @@ def parse_args(argv=None):
     parser.add_argument("--markdown_out", default=None)
     parser.add_argument("--print_commands", action="store_true", help="print the launch commands and exit")
     args = parser.parse_args(argv)
-    args.models, args.modes = args.models.split(","), args.modes.split(",")
-    for name, values, allowed in (("--models", args.models, MODEL_NAMES), ("--modes", args.modes, MODES)):
-        unknown = [value for value in values if value not in allowed]
-        if unknown:
-            parser.error(f"{name}: unknown {unknown}; choose from {', '.join(allowed)}")
+    import common
+
+    args.models = common.choices(parser, "--models", args.models, MODEL_NAMES)
+    args.modes = common.choices(parser, "--modes", args.modes, MODES)
     if "ddp" not in args.modes:
         parser.error("--modes must include ddp: every loss curve is compared with DDP's")
     args.data_dir, args.out_dir = Path(args.data_dir), Path(args.out_dir)
@@ -103,7 +102,7 @@ def largest_relative_difference(curve: dict[int, float], reference: dict[int, fl
 
 
 def result_row(args, model: str, mode: str, run_dir: Path, error: str | None, ddp_curve) -> list[str]:
-    name = f"{MODEL_NAMES[model]}"
+    name = MODEL_NAMES[model]
     if error is not None:
         return [name, mode, MODES[mode], f"failed: {error}", "", "", "", ""]
     results = json.loads((run_dir / "all_results.json").read_text())

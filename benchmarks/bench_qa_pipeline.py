@@ -83,12 +83,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.levers is None:
         args.levers = ",".join(lever for lever in LEVERS if lever != "cuda_graphs" or args.device.startswith("cuda"))
-    args.levers = args.levers.split(",")
-    args.models = args.models.split(",")
-    for name, values, allowed in (("--levers", args.levers, LEVERS), ("--models", args.models, MODELS)):
-        unknown = [v for v in values if v not in allowed]
-        if unknown:
-            parser.error(f"{name}: unknown {unknown}; choose from {', '.join(allowed)}")
+    args.levers = common.choices(parser, "--levers", args.levers, LEVERS)
+    args.models = common.choices(parser, "--models", args.models, MODELS)
     if "bert" not in args.models:
         parser.error("--models must include bert: every ratio is against BERT-base")
     args.batch_sizes = [int(v) for v in args.batch_sizes.split(",")]

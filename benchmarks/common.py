@@ -111,6 +111,16 @@ def emit(text: str, markdown_out: str | None) -> None:
             handle.write(text.rstrip() + "\n\n")
 
 
+def choices(parser: argparse.ArgumentParser, name: str, value: str, allowed) -> list[str]:
+    """The comma-separated ``value`` of option ``name`` as a list, every item among ``allowed`` (else a parser
+    error naming the unknown ones and the choices)."""
+    values = value.split(",")
+    unknown = [item for item in values if item not in allowed]
+    if unknown:
+        parser.error(f"{name}: unknown {unknown}; choose from {', '.join(allowed)}")
+    return values
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions (the median is reported)")

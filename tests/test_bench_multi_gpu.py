@@ -80,10 +80,15 @@ def test_loss_curves_are_compared_step_by_step_against_the_tolerance(bench, tmp_
         bench.largest_relative_difference({1: 1.0}, reference)
 
 
-def test_arguments_are_checked_and_a_machine_without_enough_gpus_is_refused(bench, tmp_path):
+def test_arguments_are_checked_and_a_machine_without_enough_gpus_is_refused(bench, tmp_path, monkeypatch, capsys):
+    import torch
+
     with pytest.raises(SystemExit):
         bench.parse_args(["--modes", "fsdp"])  # no DDP reference
     with pytest.raises(SystemExit):
         bench.parse_args(["--modes", "ddp,zero3"])
-    with pytest.raises(SystemExit, match=r"2 processes need 2 GPUs, this machine has 0"):
+    assert "--modes: unknown ['zero3']; choose from ddp, fsdp, zero2" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # whatever this machine has: nothing is launched
+    with pytest.raises(SystemExit, match=r"2 processes need 2 GPUs, this machine has 1"):
         bench.main(["--out_dir", str(tmp_path)])
+    assert not (tmp_path / "mamba_ddp").exists()
